@@ -1,0 +1,46 @@
+# ctmorph: every target creates/updates .venv/ itself, so each works as the first command on a
+# fresh machine with only Python 3.11 and pip.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+SAMPLES := sample_scans
+OUT    ?= results/demo
+
+.PHONY: demo test lint bench samples clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP) $@
+
+venv: $(STAMP)
+
+samples: $(STAMP)
+	$(BIN)/ctmorph samples $(SAMPLES)
+
+demo: $(STAMP)
+	$(BIN)/ctmorph samples $(SAMPLES) --if-missing
+	$(BIN)/ctmorph analyze $(SAMPLES) --groups $(SAMPLES)/groups.csv -o $(OUT)
+	$(BIN)/ctmorph report $(OUT)
+	@echo ""
+	@echo "Per-animal morphometry: $(OUT)/morphometry.csv"
+	@echo "Group summary:          $(OUT)/report/group_summary.csv"
+
+lint: $(TSTAMP)
+	$(BIN)/ruff check ctmorph tests benchmarks
+
+test: $(TSTAMP)
+	$(BIN)/ruff check ctmorph tests benchmarks
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,152 @@
+"""Exact squared Euclidean distance transform (numba kernels).
+
+Separable algorithm of Felzenszwalb & Huttenlocher (2012, "Distance transforms of sampled
+functions", Theory of Computing 8:415-428): one 1-D pass along x (nearest background voxel on the
+line), then along y and z the lower envelope of the parabolas ``f(q) + w2·(p - q)²``.
+
+Conventions (prepared by the caller, nothing is checked here):
+
+- ``phase`` is a C-contiguous ``(Z, Y, X)`` uint8 array, nonzero = phase, 0 = background.
+- ``w2`` holds the squared voxel sizes ``(wz², wy², wx²)`` in the caller's length unit; the output
+  is the squared distance in that unit, float32.
+- Voxels outside the image are not background: a phase voxel with no background anywhere in the
+  image keeps ``+inf``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["squared_edt"]
+
+_INF = np.inf
+
+
+@njit(cache=True)
+def _envelope_1d(f, n, w2, v, zz, out):
+    """Lower envelope of parabolas ``f[q] + w2 (p - q)²`` sampled at ``p = 0..n-1``.
+
+    ``f`` (float64, length ``n``) may contain ``inf`` (no parabola there); ``v`` (int64) and
+    ``zz`` (float64) are work buffers of length ``n + 1``. Writes the minimum to ``out[:n]``.
+    """
+    k = -1
+    for q in range(n):
+        fq = f[q]
+        if fq == _INF:
+            continue
+        hq = fq + w2 * q * q
+        s = -_INF
+        while k >= 0:
+            p = v[k]
+            s = (hq - (f[p] + w2 * p * p)) / (2.0 * w2 * (q - p))
+            if s <= zz[k]:
+                k -= 1
+            else:
+                break
+        if k < 0:
+            s = -_INF
+        k += 1
+        v[k] = q
+        zz[k] = s
+    if k < 0:
+        for q in range(n):
+            out[q] = _INF
+        return
+    j = 0
+    for q in range(n):
+        # Advance while the next parabola of the envelope is at least as low at q. Comparing
+        # values (not the rounded intersection abscissae) keeps the minimum exact.
+        while j < k:
+            a = v[j]
+            b = v[j + 1]
+            va = f[a] + w2 * (q - a) * (q - a)
+            vb = f[b] + w2 * (q - b) * (q - b)
+            if vb <= va:
+                j += 1
+            else:
+                break
+        a = v[j]
+        out[q] = f[a] + w2 * (q - a) * (q - a)
+
+
+@njit(cache=True, parallel=True)
+def _pass_x(phase, wx2, d):
+    nz, ny, nx = phase.shape
+    for z in prange(nz):
+        for y in range(ny):
+            # Forward and backward scans: distance (in voxels) to the nearest background voxel
+            # on this line; ``nx + nx`` stands for "none".
+            last = -1
+            for x in range(nx):
+                if phase[z, y, x] == 0:
+                    last = x
+                    d[z, y, x] = 0.0
+                elif last >= 0:
+                    d[z, y, x] = x - last
+                else:
+                    d[z, y, x] = _INF
+            last = -1
+            for x in range(nx - 1, -1, -1):
+                if phase[z, y, x] == 0:
+                    last = x
+                elif last >= 0:
+                    k = last - x
+                    if d[z, y, x] > k:
+                        d[z, y, x] = k
+            for x in range(nx):
+                k = d[z, y, x]
+                if k != _INF:
+                    d[z, y, x] = wx2 * k * k
+
+
+@njit(cache=True, parallel=True)
+def _pass_y(d, wy2):
+    nz, ny, nx = d.shape
+    for z in prange(nz):
+        f = np.empty(ny, np.float64)
+        out = np.empty(ny, np.float64)
+        v = np.empty(ny + 1, np.int64)
+        zz = np.empty(ny + 1, np.float64)
+        for x in range(nx):
+            for y in range(ny):
+                f[y] = d[z, y, x]
+            _envelope_1d(f, ny, wy2, v, zz, out)
+            for y in range(ny):
+                d[z, y, x] = out[y]
+
+
+@njit(cache=True, parallel=True)
+def _pass_z(d, wz2):
+    nz, ny, nx = d.shape
+    for y in prange(ny):
+        f = np.empty(nz, np.float64)
+        out = np.empty(nz, np.float64)
+        v = np.empty(nz + 1, np.int64)
+        zz = np.empty(nz + 1, np.float64)
+        for x in range(nx):
+            for z in range(nz):
+                f[z] = d[z, y, x]
+            _envelope_1d(f, nz, wz2, v, zz, out)
+            for z in range(nz):
+                d[z, y, x] = out[z]
+
+
+@njit(cache=True)
+def squared_edt(phase, w2, d):
+    """Squared distance from each phase voxel centre to the nearest background voxel centre.
+
+    Parameters
+    ----------
+    phase : (Z, Y, X) uint8 ndarray, C-contiguous
+        Nonzero for the phase, 0 for background.
+    w2 : (3,) float64 ndarray
+        Squared voxel sizes ``(wz², wy², wx²)``.
+    d : (Z, Y, X) float32 ndarray, C-contiguous
+        Output: squared distances (0 on background, ``inf`` if the image has no background).
+    """
+    _pass_x(phase, w2[2], d)
+    if d.shape[1] > 1:
+        _pass_y(d, w2[1])
+    if d.shape[0] > 1:
+        _pass_z(d, w2[0])

@@ -1,0 +1,303 @@
+"""Many scans: pooled threshold, per-scan results, failures isolated, outputs written atomically.
+
+One failed scan never loses the others: its row carries ``status=failed`` and the reason,
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._atomic import atomic_write_text
+from .columns import COLUMN_BY_NAME, order_columns
+from .config import AnalysisConfig
+from .errors import ConfigError, CtmorphError, ScanError
+from .io import find_scan_dirs, read_scan
+from .pipeline import STAGES, ScanResult, measure_scan, scan_histogram, software_versions
+from .segment.threshold import otsu_threshold
+
+__all__ = ["run_analysis", "RunSummary", "read_groups", "write_table"]
+
+logger = logging.getLogger(__name__)
+
+#: ``progress_factory(scan_name, stages) -> callable(stage)``; the returned callable may also
+#: have a ``close()`` method, called when the scan is finished.
+ProgressFactory = Callable[[str, Sequence[str]], Callable[[str], None]]
+
+
+@dataclass
+class RunSummary:
+    """What a run produced."""
+
+    rows: list[dict[str, Any]]
+    out_dir: Path
+    threshold: float | None
+    threshold_method: str
+    seconds: float
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(r["status"] == "ok" for r in self.rows)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+
+def read_groups(path: str | Path) -> dict[str, str]:
+    """Read a ``scan,group`` CSV into ``{scan: group}``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, lacks the columns, or lists a scan twice.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the groups file ({exc.strerror})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if "scan" not in fields or "group" not in fields:
+        raise ConfigError(f"{p}: a groups file needs the columns 'scan,group', found {fields}")
+    groups: dict[str, str] = {}
+    for line_no, rec in enumerate(reader, start=2):
+        rec = {k.strip().lower(): (v or "").strip() for k, v in rec.items() if k}
+        scan, group = rec.get("scan", ""), rec.get("group", "")
+        if not scan:
+            continue
+        if scan in groups:
+            raise ConfigError(f"{p}: line {line_no}: scan {scan!r} is listed twice")
+        groups[scan] = group
+    return groups
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float | np.floating):
+        return "" if not math.isfinite(value) else repr(float(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Write rows as CSV atomically, columns in registry order (union of all rows' keys)."""
+    names: list[str] = []
+    for r in rows:
+        names.extend(k for k in r if k not in names)
+    cols = order_columns(names)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in cols])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _write_columns(names: Sequence[str], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["column", "unit", "description", "reference"])
+    for n in names:
+        c = COLUMN_BY_NAME.get(n)
+        w.writerow([n, c.unit if c else "", c.description if c else "", c.reference if c else ""])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _failed_row(name: str, group: str | None, error: str) -> dict[str, Any]:
+    return {"scan": name, "group": group or "", "status": "failed", "error": error}
+
+
+def run_analysis(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    config: AnalysisConfig | None = None,
+    *,
+    groups: Mapping[str, str] | None = None,
+    group: str | None = None,
+    progress_factory: ProgressFactory | None = None,
+    write_qc: bool = True,
+) -> RunSummary:
+    """Analyse every scan folder under ``paths`` and write the run's outputs into ``out_dir``.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Scan folders, or parent folders whose subfolders are scans.
+    out_dir : path
+        Output folder: ``morphometry.csv``, ``columns.csv``, ``run.json`` and one folder per
+        scan with ``morphometry.json`` and QC pictures.
+    config : AnalysisConfig, optional
+        Settings; with ``threshold="otsu"`` one Otsu threshold is computed on the pooled
+        histogram of all readable scans and used for every scan.
+    groups : mapping, optional
+        ``{scan: group}``; a scan missing from it fails with that reason.
+    group : str, optional
+        One group label for every scan (instead of ``groups``).
+    progress_factory : callable, optional
+        Makes a per-scan stage callback (the CLI passes progress bars).
+    write_qc : bool
+        Write QC pictures per scan.
+
+    Returns
+    -------
+    RunSummary
+    """
+    cfg = config or AnalysisConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    scans: list[tuple[str, Path | None, str | None]] = []  # name, folder, early error
+    for p in paths:
+        try:
+            for d in find_scan_dirs([p]):
+                scans.append((d.name, d, None))
+        except ScanError as exc:
+            scans.append((Path(p).name or str(p), None, str(exc)))
+    seen: set[str] = set()
+    for name, _, _ in scans:
+        if name in seen:
+            raise ConfigError(
+                f"two scan folders are both named {name!r}; scan names must be unique"
+            )
+        seen.add(name)
+
+    def group_of(name: str) -> tuple[str | None, str | None]:
+        if group is not None:
+            return group, None
+        if groups is None:
+            return "", None
+        g = groups.get(name)
+        if not g:
+            return None, f"{name}: scan is not listed with a group in the groups file"
+        return g, None
+
+    pending: list[tuple[str, Path, str]] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for name, folder, err in scans:
+        g, gerr = group_of(name)
+        if err or gerr or folder is None:
+            rows[name] = _failed_row(name, g, err or gerr or "not found")
+        else:
+            pending.append((name, folder, g or ""))
+
+    threshold: float | None = None
+    method = "fixed"
+    if cfg.threshold == "otsu":
+        pooled = None
+        n_pooled = 0
+        for name, folder, g in list(pending):
+            try:
+                scan = read_scan(folder, voxel_size_um=cfg.voxel_size_um)
+                h = scan_histogram(scan)
+            except CtmorphError as exc:
+                rows[name] = _failed_row(name, g, str(exc))
+                pending.remove((name, folder, g))
+                continue
+            if pooled is None:
+                pooled = h.copy()
+            elif pooled.size != h.size:
+                rows[name] = _failed_row(
+                    name, g, f"{name}: bit depth differs from the other scans of the run; "
+                    "one pooled threshold needs scans of one bit depth",
+                )
+                pending.remove((name, folder, g))
+                continue
+            else:
+                pooled += h
+            n_pooled += 1
+        if pooled is not None:
+            threshold = otsu_threshold(pooled)
+            method = f"otsu (pooled over {n_pooled} scans)"
+            logger.info("pooled Otsu threshold over %d scans: %g", n_pooled, threshold)
+    else:
+        threshold = float(cfg.threshold)
+
+    for name, folder, g in pending:
+        bar = progress_factory(name, STAGES) if progress_factory else None
+        try:
+            res = measure_scan(
+                folder, cfg, threshold=threshold, threshold_method=method, progress=bar
+            )
+            res.row["group"] = g
+            _write_scan_outputs(res, out / name, write_qc)
+            rows[name] = res.row
+        except CtmorphError as exc:
+            logger.error("%s", exc)
+            rows[name] = _failed_row(name, g, str(exc))
+        except Exception as exc:  # one broken scan must not lose the others
+            logger.error("%s: internal error: %s", name, exc)
+            logger.debug("%s", traceback.format_exc())
+            msg = f"{name}: internal error: {type(exc).__name__}: {exc}"
+            rows[name] = _failed_row(name, g, msg)
+        finally:
+            if bar is not None and hasattr(bar, "close"):
+                bar.close()
+
+    ordered = [rows[name] for name, _, _ in scans]
+    write_table(ordered, out / "morphometry.csv")
+    names: list[str] = []
+    for r in ordered:
+        names.extend(k for k in r if k not in names)
+    _write_columns(order_columns(names), out / "columns.csv")
+    summary = RunSummary(
+        rows=ordered,
+        out_dir=out,
+        threshold=threshold,
+        threshold_method=method,
+        seconds=time.perf_counter() - t0,
+        failed=[(r["scan"], r["error"]) for r in ordered if r["status"] != "ok"],
+    )
+    run_info = {
+        "config": cfg.to_dict(),
+        "config_hash": cfg.digest(),
+        "threshold": threshold,
+        "threshold_method": method,
+        "scans": [r["scan"] for r in ordered],
+        "failed": dict(summary.failed),
+        "seconds": round(summary.seconds, 3),
+        "versions": software_versions(),
+    }
+    atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=_json_default))
+    return summary
+
+
+def _write_scan_outputs(res: ScanResult, folder: Path, write_qc: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = {"row": res.row, **res.details}
+    atomic_write_text(
+        folder / "morphometry.json", json.dumps(payload, indent=2, default=_json_default)
+    )
+    if write_qc and res.qc is not None:
+        from .qc import write_qc_pictures
+
+        write_qc_pictures(res.qc, folder / "qc", res.row["scan"])

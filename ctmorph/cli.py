@@ -1,0 +1,247 @@
+"""Command-line interface: each command turns arguments into settings and calls one library
+function. The CLI owns logging, progress bars and exit codes (0 ok, 1 failure, 2 usage)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import THICKNESS_CONVENTIONS, AnalysisConfig
+from .errors import CtmorphError
+
+logger = logging.getLogger("ctmorph")
+
+
+def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("numba", "matplotlib", "PIL", "tifffile", "fontTools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh.setLevel(logging.DEBUG)
+        root.addHandler(fh)
+
+
+def _handle_errors(func):
+    """Map library errors to one clear line and exit 1; tracebacks only with -v."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        verbose = (ctx.obj or {}).get("verbose", False)
+        try:
+            return func(*args, **kwargs)
+        except CtmorphError as exc:
+            if verbose:
+                logger.exception("error")
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if verbose:
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"
+            ) from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ctmorph")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Automatic trabecular bone morphometry of Skyscan/NRecon micro-CT femur studies."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose)
+
+
+def _parse_threshold(ctx, param, value: str) -> float | str:
+    if value.lower() == "otsu":
+        return "otsu"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a grey value or 'otsu', got {value!r}") from None
+
+
+def _progress_factory():
+    """tqdm bars on a terminal, plain log lines otherwise."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        def factory(name, stages):
+            bar = tqdm(total=len(stages), desc=name, unit="stage", leave=False, file=sys.stderr)
+
+            def step(stage: str) -> None:
+                if bar.n < bar.total and stage != stages[0]:
+                    bar.update(1)
+                bar.set_postfix_str(stage)
+
+            step.close = lambda: (bar.update(bar.total - bar.n), bar.close())  # type: ignore
+            return step
+
+        return factory
+
+    def factory(name, stages):
+        def step(stage: str) -> None:
+            logger.info("%s: %s", name, stage)
+
+        return step
+
+    return factory
+
+
+@cli.command()
+@click.argument("scan_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output folder.")
+@click.option("--groups", "groups_csv", type=click.Path(path_type=Path),
+              help="CSV with columns scan,group.")
+@click.option("--group", "group", help="One group label for every scan.")
+@click.option("--threshold", default="otsu", show_default=True, callback=_parse_threshold,
+              help="Global grey threshold, or 'otsu' on the pooled histogram of all scans.")
+@click.option("--roi", type=click.Choice(["auto", "full"]), default="auto", show_default=True,
+              help="auto: growth-plate referenced trabecular VOI; full: the whole volume.")
+@click.option("--roi-offset-mm", type=float, default=1.0, show_default=True,
+              help="VOI start proximal of the growth-plate reference (mm).")
+@click.option("--roi-height-mm", type=float, default=2.0, show_default=True,
+              help="VOI length (mm).")
+@click.option("--distal-end", type=click.Choice(["auto", "first", "last"]), default="auto",
+              show_default=True, help="Which end of the stack is distal.")
+@click.option("--voxel-size", "voxel_size", type=float,
+              help="Voxel size in µm (for TIFF stacks without a log; overrides the log).")
+@click.option("--smooth-sigma", type=float, default=1.0, show_default=True,
+              help="Gaussian smoothing sigma before thresholding (voxels).")
+@click.option("--thickness-convention", type=click.Choice(THICKNESS_CONVENTIONS),
+              default="corrected", show_default=True,
+              help="Local thickness convention (see README, 'Definitions').")
+@click.option("--no-qc", is_flag=True, help="Skip QC pictures.")
+@click.pass_context
+@_handle_errors
+def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_mm,
+            roi_height_mm, distal_end, voxel_size, smooth_sigma, thickness_convention,
+            no_qc) -> None:
+    """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
+    from .batch import read_groups, run_analysis
+
+    if groups_csv is not None and group is not None:
+        raise click.UsageError("give either --groups or --group, not both")
+    config = AnalysisConfig(
+        threshold=threshold,
+        roi=roi,
+        roi_offset_mm=roi_offset_mm,
+        roi_height_mm=roi_height_mm,
+        distal_end=distal_end,
+        smooth_sigma_vox=smooth_sigma,
+        thickness_convention=thickness_convention,
+        voxel_size_um=voxel_size,
+    )
+    groups = read_groups(groups_csv) if groups_csv is not None else None
+    _setup_logging(ctx.obj["verbose"], out / "ctmorph.log")
+    summary = run_analysis(
+        scan_dirs, out, config, groups=groups, group=group,
+        progress_factory=_progress_factory(), write_qc=not no_qc,
+    )
+    click.echo(
+        f"{summary.n_ok} of {len(summary.rows)} scans analysed in {summary.seconds:.1f} s "
+        f"(threshold {summary.threshold:g}, {summary.threshold_method}); "
+        f"results: {out / 'morphometry.csv'}"
+        if summary.threshold is not None
+        else f"{summary.n_ok} of {len(summary.rows)} scans analysed; results: "
+        f"{out / 'morphometry.csv'}"
+    )
+    if summary.failed:
+        for _name, err in summary.failed:
+            click.echo(f"failed: {err}", err=True)
+        ctx.exit(1)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--control", default="sham", show_default=True,
+              help="Control group, shown first.")
+@click.pass_context
+@_handle_errors
+def report(ctx, out, control) -> None:
+    """Group tables and statistics of an analysis folder OUT (written to OUT/report/)."""
+    from .report import make_report
+
+    paths = make_report(out, control=control)
+    for p in paths.values():
+        click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--seed", type=int, default=2026, show_default=True)
+@click.option("--if-missing", is_flag=True, help="Do nothing when the study is already there.")
+@click.pass_context
+@_handle_errors
+def samples(ctx, directory, seed, if_missing) -> None:
+    """(Re)generate the synthetic sample study (3 groups × 3 rat femurs) in DIRECTORY."""
+    from .phantoms.femur import make_sample_study
+
+    if if_missing and _sample_study_complete(directory):
+        click.echo(f"sample study already in {directory}")
+        return
+    truth = make_sample_study(directory, seed=seed)
+    click.echo(f"wrote {len(truth)} scans and groups.csv to {directory}")
+
+
+@cli.command()
+@click.argument("scan_dir", type=click.Path(path_type=Path))
+@click.option("--voxel-size", "voxel_size", type=float, help="Voxel size in µm (no log).")
+@click.pass_context
+@_handle_errors
+def inspect(ctx, scan_dir, voxel_size) -> None:
+    """Show what the log and the slices of SCAN_DIR say, without analysing."""
+    from .io import read_scan
+
+    scan = read_scan(scan_dir, voxel_size_um=voxel_size)
+    info = scan.describe()
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, dict):
+            click.echo(f"{k}:")
+            for kk, vv in v.items():
+                click.echo(f"  {kk}: {vv}")
+        else:
+            click.echo(f"{k.ljust(width)}  {v}")
+
+
+def _sample_study_complete(directory: Path) -> bool:
+    """True when ``groups.csv`` lists scans that all exist as folders with a log."""
+    from .batch import read_groups
+
+    groups_csv = Path(directory) / "groups.csv"
+    if not groups_csv.is_file():
+        return False
+    try:
+        scans = read_groups(groups_csv)
+    except CtmorphError:
+        return False
+    return bool(scans) and all(any((Path(directory) / s).glob("*.log")) for s in scans)
+
+
+def main() -> None:  # console-script entry point
+    cli(prog_name="ctmorph")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,86 @@
+"""The column registry: name, unit and definition of every number ctmorph writes.
+
+It feeds ``columns.csv``, the report's tables and axis labels, so units never drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Column", "COLUMNS", "COLUMN_BY_NAME", "MORPHOMETRY_PARAMETERS", "order_columns"]
+
+HILDEBRAND_1997 = "Hildebrand T, Rüegsegger P (1997) J Microsc 185:67-75"
+HILDEBRAND_1999 = "Hildebrand T et al. (1999) J Bone Miner Res 14:1167-1174"
+BOUXSEIN_2010 = "Bouxsein ML et al. (2010) J Bone Miner Res 25:1468-1486"
+LORENSEN_1987 = "Lorensen WE, Cline HE (1987) Comput Graph 21:163-169"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One output column: its exact name, unit, one-line definition and reference."""
+
+    name: str
+    unit: str
+    description: str
+    reference: str = ""
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("scan", "", "scan folder name"),
+    Column("group", "", "study group label (from --groups/--group)"),
+    Column("status", "", "'ok' or 'failed'"),
+    Column("error", "", "why the scan failed (empty when ok)"),
+    Column("voxel_um", "µm", "isotropic voxel size, from the reconstruction log ([Reconstruction] Pixel Size)"),
+    Column("threshold", "grey", "global bone threshold applied to the Gaussian-smoothed grey values (bone: grey > threshold)"),
+    Column("threshold_method", "", "'otsu (pooled over N scans)' or 'fixed'"),
+    Column("roi", "", "VOI mode: auto (growth-plate referenced endocortical VOI) or full"),
+    Column("distal_end", "", "which end of the stack is distal: first (lowest section) or last"),
+    Column("ref_slice", "section no.", "growth-plate reference: first section proximal of the growth plate holding no growth-plate cartilage (auto ROI only)"),
+    Column("voi_first_slice", "section no.", "lowest section number in the VOI, numbered as the slice files are"),
+    Column("voi_last_slice", "section no.", "highest section number in the VOI, numbered as the slice files are"),
+    Column("voi_offset_mm", "mm", "VOI start proximal of the reference slice"),
+    Column("voi_height_mm", "mm", "VOI length along the stack"),
+    Column("TV", "mm³", "tissue volume: VOI voxel count × voxel volume", BOUXSEIN_2010),
+    Column("BV", "mm³", "bone volume: bone voxels in the VOI × voxel volume", BOUXSEIN_2010),
+    Column("BV/TV", "%", "bone volume fraction by voxel counting", BOUXSEIN_2010),
+    Column("BS", "mm²", "bone surface: marching-cubes area of the bone/marrow interface inside the VOI; the VOI wall and the image border are not surfaces", LORENSEN_1987),
+    Column("BS/BV", "1/mm", "bone surface to bone volume ratio", BOUXSEIN_2010),
+    Column("BS/TV", "1/mm", "bone surface density", BOUXSEIN_2010),
+    Column("Tb.Th", "mm", "trabecular thickness: volume-weighted mean local thickness (largest-sphere diameter) of bone in the VOI", HILDEBRAND_1997),
+    Column("Tb.Th.SD", "mm", "standard deviation of local bone thickness over bone voxels in the VOI", HILDEBRAND_1997),
+    Column("Tb.Th.Max", "mm", "largest local bone thickness in the VOI", HILDEBRAND_1997),
+    Column("Tb.Sp", "mm", "trabecular separation: volume-weighted mean local thickness of marrow in the VOI (marrow bounded by bone and the endocortical surface)", HILDEBRAND_1997),
+    Column("Tb.Sp.SD", "mm", "standard deviation of local marrow thickness over marrow voxels in the VOI", HILDEBRAND_1997),
+    Column("Tb.Sp.Max", "mm", "largest local marrow thickness in the VOI", HILDEBRAND_1997),
+    Column("Tb.N", "1/mm", "trabecular number, direct: 1 / mean distance between the mid-axes (skeleton) of the bone", HILDEBRAND_1999),
+    Column("Tb.N.model", "1/mm", "trabecular number, plate model: (BV/TV) / Tb.Th, as quoted by CTAn users", "Parfitt AM et al. (1987) J Bone Miner Res 2:595-610"),
+    Column("Conn", "", "connectivity 1 - χ of the bone after Odgaard-Gundersen edge correction", "Odgaard A, Gundersen HJ (1993) Bone 14:173-182"),
+    Column("Conn.D", "1/mm³", "connectivity density (1 - χ) / TV, 26-connected bone, edge corrected", "Odgaard A, Gundersen HJ (1993) Bone 14:173-182"),
+    Column("Euler", "", "Euler characteristic χ of the bone in the VOI (26-connected bone, 6-connected marrow), uncorrected"),
+    Column("SMI", "", "structure model index (plate 0, rod 3, sphere 4)", HILDEBRAND_1997),
+    Column("SMI.concave_fraction", "", "fraction of bone surface that is concave, where SMI is unreliable", "Salmon PL et al. (2015) Front Endocrinol 6:162"),
+    Column("DA", "", "degree of anisotropy 1 - λmin/λmax of the mean-intercept-length fabric tensor, fixed direction set", "Harrigan TP, Mann RW (1984) J Mater Sci 19:761-767"),
+    Column("BMD", "g/cm³ HA", "mean calibrated density of the VOI (bone and marrow)", BOUXSEIN_2010),
+    Column("TMD", "g/cm³ HA", "mean calibrated density of bone voxels only", BOUXSEIN_2010),
+    Column("smooth_sigma_vox", "voxel", "Gaussian smoothing sigma before thresholding"),
+    Column("thickness_convention", "", "local-thickness convention: corrected (half a voxel subtracted) or centre-to-centre"),
+    Column("n_slices", "", "slices in the scan"),
+    Column("seconds", "s", "wall time of the analysis of this scan"),
+    Column("input_hash", "", "sha256 of the log and every slice file"),
+    Column("config_hash", "", "hash of the analysis settings"),
+    Column("ctmorph_version", "", "software version that produced the row"),
+)
+
+COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+
+#: The morphometric parameters summarised per group by the report, in display order.
+MORPHOMETRY_PARAMETERS: tuple[str, ...] = (
+    "BMD", "TMD", "BV/TV", "Tb.Th", "Tb.N", "Tb.Sp", "BS/BV", "BS/TV", "Tb.N.model",
+    "Conn.D", "SMI", "DA", "TV", "BV", "BS", "Tb.Th.SD", "Tb.Sp.SD",
+)
+
+
+def order_columns(names: list[str]) -> list[str]:
+    """Registry order first, then any unregistered names in their given order."""
+    known = [c.name for c in COLUMNS if c.name in names]
+    return known + [n for n in names if n not in COLUMN_BY_NAME]

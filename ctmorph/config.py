@@ -1,0 +1,108 @@
+"""Analysis settings: one frozen, validated dataclass saved with every result."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+__all__ = ["AnalysisConfig", "THICKNESS_CONVENTIONS"]
+
+THICKNESS_CONVENTIONS = ("corrected", "centre-to-centre")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Every setting that changes the numbers of an analysis.
+
+    Attributes
+    ----------
+    threshold : float or "otsu"
+        Global bone threshold in grey values of the (smoothed) slices, or ``"otsu"``: Otsu's
+        threshold of the pooled histogram of all scans of the run (of the one scan when a scan
+        is analysed alone).
+    roi : {"auto", "full"}
+        ``auto``: endocortical trabecular VOI of a rat distal femur placed from the growth
+        plate; ``full``: every voxel with data is in the VOI.
+    roi_offset_mm, roi_height_mm : float
+        VOI start proximal of the growth-plate reference slice and VOI length, in mm.
+    distal_end : {"auto", "first", "last"}
+        Which end of the stack is distal (``first`` = lowest section number).
+    smooth_sigma_vox : float
+        Gaussian smoothing before thresholding, sigma in voxels (0 = none).
+    min_bone_voxels, min_marrow_voxels : int
+        Bone islands (26-connected) and closed marrow pores (6-connected) smaller than this
+        are removed / filled before measuring.
+    thickness_convention : {"corrected", "centre-to-centre"}
+        Local-thickness convention (DESIGN.md §4): ``corrected`` subtracts half a voxel from
+        the centre-to-centre sphere diameter so plates of n voxels measure n ± 0.5 voxels;
+        ``centre-to-centre`` reproduces the uncorrected values of older BoneJ/CTAn numbers.
+    context_mm : float
+        Slices beyond each end of the VOI loaded as context for local thickness, in mm.
+    voxel_size_um : float or None
+        Voxel size override in µm (required for plain TIFF stacks without a log).
+    """
+
+    threshold: float | Literal["otsu"] = "otsu"
+    roi: Literal["auto", "full"] = "auto"
+    roi_offset_mm: float = 1.0
+    roi_height_mm: float = 2.0
+    distal_end: Literal["auto", "first", "last"] = "auto"
+    smooth_sigma_vox: float = 1.0
+    min_bone_voxels: int = 50
+    min_marrow_voxels: int = 50
+    thickness_convention: str = "corrected"
+    context_mm: float = 0.5
+    voxel_size_um: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.threshold, str):
+            if self.threshold != "otsu":
+                raise ConfigError(
+                    f"threshold must be a grey value or 'otsu', got {self.threshold!r}"
+                )
+        elif not (isinstance(self.threshold, int | float) and math.isfinite(self.threshold)):
+            raise ConfigError(f"threshold must be a finite grey value, got {self.threshold!r}")
+        if self.roi not in ("auto", "full"):
+            raise ConfigError(f"roi must be 'auto' or 'full', got {self.roi!r}")
+        if self.distal_end not in ("auto", "first", "last"):
+            raise ConfigError(f"distal_end must be auto, first or last, got {self.distal_end!r}")
+        if not self.roi_offset_mm >= 0:
+            raise ConfigError(f"roi_offset_mm must be >= 0 mm, got {self.roi_offset_mm!r}")
+        if not self.roi_height_mm > 0:
+            raise ConfigError(f"roi_height_mm must be > 0 mm, got {self.roi_height_mm!r}")
+        if not self.smooth_sigma_vox >= 0:
+            raise ConfigError(f"smooth_sigma_vox must be >= 0, got {self.smooth_sigma_vox!r}")
+        if self.min_bone_voxels < 0 or self.min_marrow_voxels < 0:
+            raise ConfigError("speck sizes must be >= 0 voxels")
+        if self.thickness_convention not in THICKNESS_CONVENTIONS:
+            raise ConfigError(
+                f"thickness_convention must be one of {THICKNESS_CONVENTIONS}, "
+                f"got {self.thickness_convention!r}"
+            )
+        if not self.context_mm >= 0:
+            raise ConfigError(f"context_mm must be >= 0 mm, got {self.context_mm!r}")
+        if self.voxel_size_um is not None and not (
+            math.isfinite(self.voxel_size_um) and self.voxel_size_um > 0
+        ):
+            raise ConfigError(
+                f"voxel size must be a positive number of µm, got {self.voxel_size_um!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of all settings."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> AnalysisConfig:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def digest(self) -> str:
+        """Stable hash of the settings, ``sha256:<hex16>``, for provenance and resumption."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,951 @@
+"""Bruker SkyScan / NRecon reconstruction folders: log parser, slice discovery, lazy loading.
+
+A reconstruction folder holds one slice image per section, ``<prefix><index>.<ext>``, the
+reconstruction log ``<prefix>.log`` and a ``<prefix>_spr.bmp`` preview. :func:`read_scan`
+finds and validates all of it from the file headers only; pixels are read on demand.
+
+Facts this module relies on (DESIGN.md §5): the log is INI-like Windows text (CRLF, cp1252
+possible) whose keys repeat across sections ([Reconstruction] ``Pixel Size (um)`` is the voxel
+size, [Acquisition] ``Image Pixel Size (um)`` the projection pixel); old NRecon misspells
+``Mininum for CS to Image Conversion`` and has no [File name convention]; logs get renamed and
+prefixes anonymised, so the folder listing is the final word on which files are slices; the bit
+depth comes from the slice files, never from the log's ``Depth (bits)`` (the projections').
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ..errors import ScanError
+from ..spacing import normalize_spacing
+
+__all__ = ["SkyscanLog", "parse_log", "Scan", "read_scan", "find_scan_dirs"]
+
+logger = logging.getLogger(__name__)
+
+StrPath = str | PathLike[str]
+
+_SECTION_RE = re.compile(r"^\s*\[([^\]]+)\]\s*$")
+_IMAGE_EXTS = ("bmp", "tif", "tiff", "png", "jpg", "jpeg")
+_IMAGE_RE = re.compile(r"^(.*?)(\d+)\.(" + "|".join(_IMAGE_EXTS) + r")$", re.IGNORECASE)
+_PREVIEW_RE = re.compile(r"_spr\.[a-z]+$", re.IGNORECASE)
+_EXT_CANON = {"tiff": "tif", "jpeg": "jpg"}
+# Keys (normalised: lower case, single spaces) that different NRecon versions spell differently.
+# The first spelling of each group is the canonical one.
+_ALIAS_GROUPS = (
+    ("minimum for cs to image conversion", "mininum for cs to image conversion"),
+    ("pixel size (um)", "pixel size (µm)"),
+    ("image pixel size (um)", "image pixel size (µm)"),
+    ("source current (ua)", "source current (µa)"),
+    ("reconstruction program", "program"),
+)
+_ALIASES = {key: group for group in _ALIAS_GROUPS for key in group}
+# Keys whose presence in [Reconstruction] marks an NRecon reconstruction log; sub-scan logs
+# (``NAME~00.log``) also carry a [Reconstruction] section but with none of these keys.
+_RECON_KEYS = ("pixel size (um)", "first section", "result file type", "sections count")
+_HASH_CHUNK = 1 << 20
+
+
+def _norm_key(key: str) -> str:
+    return " ".join(key.split()).lower()
+
+
+def _canon_ext(ext: str) -> str:
+    ext = ext.lower()
+    return _EXT_CANON.get(ext, ext)
+
+
+# ---------------------------------------------------------------------------------------------
+# Log
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkyscanLog:
+    """A parsed SkyScan/NRecon log.
+
+    Parameters
+    ----------
+    path : pathlib.Path or None
+        The log file (None for a log built from text).
+    sections : mapping of str -> mapping of str -> str
+        Section name as written (``'Reconstruction'``) -> {normalised key (lower case, single
+        spaces) -> value string with surrounding blanks removed}. Keys repeated in different
+        sections stay apart.
+
+    Notes
+    -----
+    Properties are None when the log does not say; a value that is present but not a number
+    where one is needed raises :class:`~ctmorph.errors.ScanError` naming the log and the key.
+    """
+
+    path: Path | None
+    sections: Mapping[str, Mapping[str, str]]
+
+    def _section(self, section: str) -> Mapping[str, str] | None:
+        wanted = _norm_key(section)
+        for name, values in self.sections.items():
+            if _norm_key(name) == wanted:
+                return values
+        return None
+
+    def get(self, section: str, key: str, default: str | None = None) -> str | None:
+        """Value of ``key`` in ``section``, matched case-insensitively and through known aliases.
+
+        Parameters
+        ----------
+        section : str
+            Section name without brackets, e.g. ``'Reconstruction'``.
+        key : str
+            Key as NRecon writes it, e.g. ``'Minimum for CS to Image Conversion'`` (also finds the
+            old misspelling ``'Mininum ...'``).
+        default : str, optional
+            Returned when the section or key is absent.
+
+        Returns
+        -------
+        str or None
+            The raw value string.
+        """
+        values = self._section(section)
+        if values is None:
+            return default
+        norm = _norm_key(key)
+        for candidate in _ALIASES.get(norm, (norm,)):
+            if candidate in values:
+                return values[candidate]
+        return default
+
+    def _number(self, section: str, key: str, kind: type[int] | type[float]) -> Any:
+        raw = self.get(section, key)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ScanError(
+                f"{self._where()}: [{section}] {key}={raw!r} is not a{'n integer' if kind is int else ' number'}"
+            ) from None
+        if kind is float and not math.isfinite(value):
+            raise ScanError(f"{self._where()}: [{section}] {key}={raw!r} is not finite")
+        return value
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "<log>"
+
+    @property
+    def scanner(self) -> str | None:
+        """Scanner model, [System] ``Scanner`` (e.g. ``'Skyscan1172'``, ``'SkyScan1272'``)."""
+        return self.get("System", "Scanner") or self.get("Reconstruction", "Dataset Origin")
+
+    @property
+    def voxel_size_um(self) -> float | None:
+        """Reconstructed voxel size in µm, [Reconstruction] ``Pixel Size (um)``.
+
+        Not [Acquisition] ``Image Pixel Size (um)``, which is the projection pixel.
+        """
+        return self._number("Reconstruction", "Pixel Size (um)", float)
+
+    @property
+    def first_section(self) -> int | None:
+        """First reconstructed section number, [Reconstruction] ``First Section``."""
+        return self._number("Reconstruction", "First Section", int)
+
+    @property
+    def last_section(self) -> int | None:
+        """Last reconstructed section number, [Reconstruction] ``Last Section``."""
+        return self._number("Reconstruction", "Last Section", int)
+
+    @property
+    def index_length(self) -> int | None:
+        """Digits of the section index in slice names.
+
+        [File name convention] ``Filename Index Length``, else the [Acquisition] one (which
+        describes the projections and is only a hint for the slices).
+        """
+        for section in ("File name convention", "Acquisition"):
+            value = self._number(section, "Filename Index Length", int)
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def prefix(self) -> str | None:
+        """Slice file prefix, [File name convention] ``Filename Prefix`` (normally ``NAME_rec``)."""
+        return self.get("File name convention", "Filename Prefix") or None
+
+    @property
+    def result_file_type(self) -> str | None:
+        """Slice file extension in lower case (``'bmp'``, ``'tif'``, ``'png'``, ``'jpg'``)."""
+        raw = self.get("Reconstruction", "Result File Type")
+        return _canon_ext(raw.strip()) if raw else None
+
+    @property
+    def cs_min(self) -> float | None:
+        """Attenuation mapped to grey 0, [Reconstruction] ``Minimum for CS to Image Conversion``."""
+        return self._number("Reconstruction", "Minimum for CS to Image Conversion", float)
+
+    @property
+    def cs_max(self) -> float | None:
+        """Attenuation mapped to the top grey, ``Maximum for CS to Image Conversion``."""
+        return self._number("Reconstruction", "Maximum for CS to Image Conversion", float)
+
+    @property
+    def round_roi(self) -> bool:
+        """True for ``Reconstruction from ROI=ON_ROUND`` (exact zeros outside the circle)."""
+        value = self.get("Reconstruction", "Reconstruction from ROI") or ""
+        return value.strip().upper() == "ON_ROUND"
+
+    @property
+    def is_reconstruction_log(self) -> bool:
+        """True when [Reconstruction] describes a reconstruction (not a scan or sub-scan log)."""
+        values = self._section("Reconstruction")
+        return values is not None and any(key in values for key in _RECON_KEYS)
+
+    def settings(self) -> dict[str, Any]:
+        """Acquisition and reconstruction settings that matter for calibration and provenance.
+
+        Returns
+        -------
+        dict
+            Flat, JSON-serialisable, snake_case keys, None where the log is silent: ``scanner``,
+            ``source_voltage_kv`` (kV), ``source_current_ua`` (µA), ``filter``,
+            ``projection_pixel_size_um`` (µm), ``voxel_size_um`` (µm), ``smoothing``,
+            ``smoothing_kernel``, ``ring_artifact_correction``,
+            ``beam_hardening_correction_percent`` (%), ``filter_type_description``, ``cs_min``,
+            ``cs_max`` (NRecon attenuation units), ``reconstruction_program``,
+            ``program_version``, ``roi_mode`` (``'OFF'``, ``'ON'``, ``'ON_ROUND'``). Numbers
+            that are not numbers in the log (anonymised ``####``) are kept as strings.
+        """
+        acq, rec = "Acquisition", "Reconstruction"
+        version = self.get(rec, "Program Version")
+        if version is not None:
+            version = re.sub(r"^\s*version\s*:?\s*", "", version, flags=re.IGNORECASE)
+        return {
+            "scanner": self.scanner,
+            "source_voltage_kv": _lenient(self.get(acq, "Source Voltage (kV)"), float),
+            "source_current_ua": _lenient(self.get(acq, "Source Current (uA)"), float),
+            "filter": self.get(acq, "Filter"),
+            "projection_pixel_size_um": _lenient(self.get(acq, "Image Pixel Size (um)"), float),
+            "voxel_size_um": _lenient(self.get(rec, "Pixel Size (um)"), float),
+            "smoothing": _lenient(self.get(rec, "Smoothing"), int),
+            "smoothing_kernel": self.get(rec, "Smoothing kernel"),
+            "ring_artifact_correction": _lenient(self.get(rec, "Ring Artifact Correction"), int),
+            "beam_hardening_correction_percent": _lenient(
+                self.get(rec, "Beam Hardening Correction (%)"), float
+            ),
+            "filter_type_description": self.get(rec, "Filter type description"),
+            "cs_min": _lenient(self.get(rec, "Minimum for CS to Image Conversion"), float),
+            "cs_max": _lenient(self.get(rec, "Maximum for CS to Image Conversion"), float),
+            "reconstruction_program": self.get(rec, "Reconstruction Program"),
+            "program_version": version,
+            "roi_mode": self.get(rec, "Reconstruction from ROI"),
+        }
+
+
+def _lenient(raw: str | None, kind: type[int] | type[float]) -> int | float | str | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        return raw
+    return value if math.isfinite(value) else raw
+
+
+def parse_log(path: StrPath) -> SkyscanLog:
+    """Parse a SkyScan/NRecon log file.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.log`` file (scan, sub-scan or reconstruction log).
+
+    Returns
+    -------
+    SkyscanLog
+
+    Raises
+    ------
+    ScanError
+        If the file cannot be read or is not an INI-like log (binary, or no ``[Section]`` with
+        ``key=value`` lines).
+
+    Notes
+    -----
+    CRLF, LF and CR line ends; UTF-8 is tried first, then cp1252 (latin-1 as a last resort).
+    Lines without ``=`` and lines before the first section are ignored. Within a section the first
+    occurrence of a key wins.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ScanError(f"{path}: cannot read log ({exc.strerror or exc})") from None
+    if b"\x00" in data:
+        raise ScanError(f"{path}: not a SkyScan log (binary content)")
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    n_values = 0
+    for line in text.splitlines():
+        header = _SECTION_RE.match(line)
+        if header:
+            current = sections.setdefault(header.group(1).strip(), {})
+            continue
+        if current is None or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = _norm_key(key)
+        if key and key not in current:
+            current[key] = value.strip()
+            n_values += 1
+    if not sections or n_values == 0:
+        raise ScanError(f"{path}: not a SkyScan log (no [section] with key=value lines)")
+    return SkyscanLog(path=path, sections=sections)
+
+
+# ---------------------------------------------------------------------------------------------
+# Slice files
+# ---------------------------------------------------------------------------------------------
+
+
+def _collapse_rgb(arr: np.ndarray) -> np.ndarray:
+    """(Y, X, C) colour or grey+alpha -> (Y, X) grey, exact when the channels are equal."""
+    if arr.shape[-1] in (2, 4):  # drop alpha
+        arr = arr[..., :-1]
+    if arr.shape[-1] == 1 or np.array_equal(arr[..., 0], arr[..., 1:].max(axis=-1)) and (
+        np.array_equal(arr[..., 0], arr[..., 1:].min(axis=-1))
+    ):
+        return np.ascontiguousarray(arr[..., 0])
+    weights = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma
+    return np.rint(arr[..., :3] @ weights).astype(arr.dtype)
+
+
+_PIL_DTYPES = {
+    "1": np.uint8,
+    "L": np.uint8,
+    "P": np.uint8,
+    "LA": np.uint8,
+    "RGB": np.uint8,
+    "RGBA": np.uint8,
+    "I;16": np.uint16,
+    "I;16L": np.uint16,
+    "I;16B": np.uint16,
+    "I": np.uint16,  # Pillow opens 16-bit greyscale PNGs as mode "I" in some versions
+}
+
+
+def _read_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
+    """(ny, nx) and dtype of a slice file, reading its header only."""
+    try:
+        if _canon_ext(path.suffix[1:]) == "tif":
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first
+                shape, dtype = (int(page.imagelength), int(page.imagewidth)), page.dtype
+        else:
+            with Image.open(path) as im:
+                (nx, ny), mode = im.size, im.mode
+            shape = (ny, nx)
+            if mode not in _PIL_DTYPES:
+                raise ScanError(f"{path}: unsupported image mode {mode!r} (need greyscale)")
+            dtype = _PIL_DTYPES[mode]
+    except ScanError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad slice file
+        raise ScanError(f"{path}: cannot read slice header ({exc})") from None
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise ScanError(f"{path}: {dtype} slices are not supported (uint8 or uint16 only)")
+    return shape, dtype
+
+
+def _read_pixels(path: Path) -> np.ndarray:
+    if _canon_ext(path.suffix[1:]) == "tif":
+        arr = tifffile.imread(path, key=0)
+    else:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGB")  # exact grey for a grey palette; luma otherwise
+            arr = np.asarray(im)
+            if im.mode == "1":
+                arr = arr.astype(np.uint8) * np.uint8(255)
+            elif im.mode == "I":
+                if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                    raise ValueError("32-bit values outside 0..65535")
+                arr = arr.astype(np.uint16)
+            elif im.mode.startswith("I;16"):
+                arr = arr.astype(np.uint16)  # native byte order
+    if arr.ndim == 3:
+        arr = _collapse_rgb(arr)
+    return arr
+
+
+def _split_names(
+    images: Sequence[Path], index_length: int | None
+) -> dict[tuple[str, str], list[tuple[str, Path]]]:
+    """Group slice-like files by (prefix, extension) -> [(digits, path)].
+
+    The section index is the trailing run of digits, or exactly ``index_length`` trailing digits
+    when the log says so (so a prefix ending in digits, ``Tooth001_0001``, splits right).
+    """
+    groups: dict[tuple[str, str], list[tuple[str, Path]]] = defaultdict(list)
+    for path in images:
+        match = _IMAGE_RE.match(path.name)
+        if match is None:
+            continue
+        prefix, digits, ext = match.groups()
+        if index_length and len(digits) > index_length:
+            prefix, digits = prefix + digits[:-index_length], digits[-index_length:]
+        groups[(prefix, _canon_ext(ext))].append((digits, path))
+    return groups
+
+
+def _series_for_prefix(
+    prefix: str, images: Sequence[Path], file_type: str | None
+) -> tuple[str, str, list[tuple[int, Path]]] | None:
+    """Files ``<prefix><digits>.<ext>``, preferring the log's extension; None if there are none."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(" + "|".join(_IMAGE_EXTS) + r")$", re.I)
+    by_ext: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+    for path in images:
+        match = pattern.match(path.name)
+        if match:
+            by_ext[_canon_ext(match.group(2))].append((int(match.group(1)), path))
+    if not by_ext:
+        return None
+    ext = file_type if file_type in by_ext else max(by_ext, key=lambda e: (len(by_ext[e]), e))
+    actual_prefix = by_ext[ext][0][1].name[: len(prefix)]
+    return actual_prefix, ext, by_ext[ext]
+
+
+def _dominant_series(
+    folder: Path, images: Sequence[Path], log: SkyscanLog | None
+) -> tuple[str, str, list[tuple[int, Path]]]:
+    """The largest group of ``<prefix><digits>.<ext>`` files, preferring what the log says."""
+    index_length = log.index_length if log is not None else None
+    file_type = log.result_file_type if log is not None else None
+    groups = _split_names(images, index_length)
+
+    def rank(item: tuple[tuple[str, str], list[tuple[str, Path]]]) -> tuple[int, bool, bool]:
+        (prefix, ext), members = item
+        return len(members), ext == file_type, prefix.lower().endswith("_rec")
+
+    ranked = sorted(groups.items(), key=rank, reverse=True)
+    if len(ranked) > 1 and rank(ranked[0]) == rank(ranked[1]):
+        names = ", ".join(f"{p}*.{e} ({len(m)} files)" for (p, e), m in ranked[:3])
+        raise ScanError(f"{folder}: several slice series of equal size, cannot choose: {names}")
+    (prefix, ext), members = ranked[0]
+    return prefix, ext, [(int(digits), path) for digits, path in members]
+
+
+# ---------------------------------------------------------------------------------------------
+# Scan
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Scan:
+    """A reconstruction folder: metadata and slice list; pixels are read on demand.
+
+    Built by :func:`read_scan`, which validates the folder from the file headers.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The folder.
+    name : str
+        Folder name (the scan name).
+    log : SkyscanLog or None
+        The reconstruction log, None for a plain image stack.
+    voxel_size_um : float
+        Isotropic voxel size in µm.
+    files : tuple of pathlib.Path
+        Slice files in ascending section order.
+    sections : (Z,) ndarray of int64
+        Section number of each file, from the file names (contiguous).
+    shape : (int, int, int)
+        ``(nz, ny, nx)`` in voxels.
+    dtype : numpy.dtype
+        ``uint8`` or ``uint16``, from the files.
+    cs_window : (float, float) or None
+        Attenuation values (NRecon units) mapped to grey 0 and to ``gmax``.
+    no_data_zero : bool
+        True for ``ON_ROUND`` reconstructions: exact zeros are "no data".
+    prefix : str
+        Slice file prefix as found in the folder.
+    file_type : str
+        Slice file extension (``'bmp'``, ``'tif'``, ``'png'``, ``'jpg'``).
+    """
+
+    path: Path
+    name: str
+    log: SkyscanLog | None
+    voxel_size_um: float
+    files: tuple[Path, ...]
+    sections: np.ndarray
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    cs_window: tuple[float, float] | None
+    no_data_zero: bool
+    prefix: str = ""
+    file_type: str = ""
+    voxel_size_source: str = field(default="log")
+
+    def __repr__(self) -> str:
+        nz, ny, nx = self.shape
+        return (
+            f"Scan({self.name!r}, {nz} slices of {ny}x{nx} {self.dtype}, "
+            f"{self.voxel_size_um:g} um, sections {self.sections[0]}..{self.sections[-1]})"
+        )
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel spacing ``(dz, dy, dx)`` in mm (isotropic)."""
+        return normalize_spacing(self.voxel_size_um / 1000.0)  # type: ignore[return-value]
+
+    @property
+    def gmax(self) -> int:
+        """Largest grey value of the bit depth: 255 (uint8) or 65535 (uint16)."""
+        return int(np.iinfo(self.dtype).max)
+
+    def read_slice(self, i: int) -> np.ndarray:
+        """Read slice ``i`` (0-based position in :attr:`files`, not the section number).
+
+        Returns
+        -------
+        (Y, X) ndarray of :attr:`dtype`
+            Grey values; BMP palettes and RGB are collapsed to grey.
+
+        Raises
+        ------
+        IndexError
+            If ``i`` is outside ``0..nz-1``.
+        ScanError
+            If the file is unreadable, or its size or bit depth differs from the scan's.
+        """
+        nz = self.shape[0]
+        if not -nz <= i < nz:
+            raise IndexError(f"slice {i} out of range for {self.name} ({nz} slices)")
+        path = self.files[i]
+        try:
+            arr = _read_pixels(path)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad slice file
+            raise ScanError(f"{path}: cannot read slice ({exc})") from None
+        if arr.shape != self.shape[1:]:
+            raise ScanError(
+                f"{path}: slice is {_size(arr.shape)} pixels, expected {_size(self.shape[1:])}"
+            )
+        if arr.dtype != self.dtype:
+            raise ScanError(f"{path}: slice is {arr.dtype}, expected {self.dtype}")
+        return arr
+
+    def read_slab(self, start: int, stop: int) -> np.ndarray:
+        """Read slices ``start`` .. ``stop - 1`` (0-based positions).
+
+        Returns
+        -------
+        (stop - start, Y, X) ndarray of :attr:`dtype`
+        """
+        nz, ny, nx = self.shape
+        if not 0 <= start <= stop <= nz:
+            raise IndexError(f"slab {start}:{stop} out of range for {self.name} ({nz} slices)")
+        out = np.empty((stop - start, ny, nx), dtype=self.dtype)
+        for k in range(start, stop):
+            out[k - start] = self.read_slice(k)
+        return out
+
+    def read_volume(self) -> np.ndarray:
+        """Read every slice.
+
+        Returns
+        -------
+        (Z, Y, X) ndarray of :attr:`dtype`
+        """
+        return self.read_slab(0, self.shape[0])
+
+    def input_hash(self) -> str:
+        """``'sha256:<hex>'`` over the log's bytes, then every slice file's bytes in order."""
+        digest = hashlib.sha256()
+        paths = ([self.log.path] if self.log is not None and self.log.path else []) + list(
+            self.files
+        )
+        for path in paths:
+            try:
+                with open(path, "rb") as fh:
+                    while chunk := fh.read(_HASH_CHUNK):
+                        digest.update(chunk)
+            except OSError as exc:
+                raise ScanError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        return f"sha256:{digest.hexdigest()}"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable summary of the folder, for ``ctmorph inspect`` and provenance.
+
+        Returns
+        -------
+        dict
+            ``scan``, ``path``, ``scanner``, ``voxel_size_um`` (µm) and its ``voxel_size_source``
+            (``'log'`` or ``'argument'``), ``n_slices``, ``first_section``, ``last_section``,
+            ``gaps`` (always empty: gaps are errors), ``slice_shape`` ``[ny, nx]``, ``dtype``,
+            ``bit_depth``, ``file_type``, ``file_pattern``, ``cs_window``, ``round_roi``,
+            ``log`` (path or None), ``settings`` (:meth:`SkyscanLog.settings`, empty without log).
+        """
+        digits = len(self.files[0].name) - len(self.prefix) - len(self.files[0].suffix)
+        return {
+            "scan": self.name,
+            "path": str(self.path),
+            "scanner": self.log.scanner if self.log is not None else None,
+            "voxel_size_um": self.voxel_size_um,
+            "voxel_size_source": self.voxel_size_source,
+            "n_slices": self.shape[0],
+            "first_section": int(self.sections[0]),
+            "last_section": int(self.sections[-1]),
+            "gaps": [],
+            "slice_shape": [self.shape[1], self.shape[2]],
+            "dtype": str(self.dtype),
+            "bit_depth": self.dtype.itemsize * 8,
+            "file_type": self.file_type,
+            "file_pattern": f"{self.prefix}{'#' * digits}{self.files[0].suffix}",
+            "cs_window": list(self.cs_window) if self.cs_window is not None else None,
+            "round_roi": self.no_data_zero,
+            "log": str(self.log.path) if self.log is not None and self.log.path else None,
+            "settings": self.log.settings() if self.log is not None else {},
+        }
+
+
+def _size(shape: Sequence[int]) -> str:
+    """'<height>x<width>' of an array shape."""
+    return "x".join(str(n) for n in shape[-2:])
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    if not folder.exists():
+        raise ScanError(f"{folder}: scan folder does not exist")
+    if not folder.is_dir():
+        raise ScanError(f"{folder}: is not a folder")
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise ScanError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+
+
+def _slice_candidates(entries: Sequence[Path]) -> list[Path]:
+    return [p for p in entries if _IMAGE_RE.match(p.name) and not _PREVIEW_RE.search(p.name)]
+
+
+def _reconstruction_logs(entries: Sequence[Path]) -> list[SkyscanLog]:
+    logs = []
+    for path in entries:
+        if path.suffix.lower() != ".log":
+            continue
+        try:
+            log = parse_log(path)
+        except ScanError as exc:
+            logger.warning("ignoring %s", exc)
+            continue
+        if log.is_reconstruction_log:
+            logs.append(log)
+        else:
+            logger.debug("%s: not a reconstruction log (scan or sub-scan log), ignored", path)
+    return logs
+
+
+def _expected_prefix(log: SkyscanLog) -> str | None:
+    """Slice prefix the log announces: [File name convention], else [Acquisition] + '_rec'."""
+    if log.prefix:
+        return log.prefix
+    acquisition_prefix = log.get("Acquisition", "Filename Prefix")
+    return f"{acquisition_prefix}_rec" if acquisition_prefix else None
+
+
+def _log_rank(log: SkyscanLog) -> tuple[bool, bool, bool]:
+    name = log.path.name.lower() if log.path else ""
+    prefix = (_expected_prefix(log) or "").lower()
+    return (name == f"{prefix}.log", name.endswith("_rec.log"), log.prefix is not None)
+
+
+def _choose_series(
+    folder: Path, entries: Sequence[Path]
+) -> tuple[SkyscanLog | None, str, str, list[tuple[int, Path]]]:
+    """Pick the reconstruction log and the slice series it describes."""
+    images = _slice_candidates(entries)
+    if not images:
+        raise ScanError(f"{folder}: no slice images (<prefix><number>.bmp/tif/png/jpg) found")
+    logs = _reconstruction_logs(entries)
+
+    matched = []
+    for log in logs:
+        prefix = _expected_prefix(log)
+        series = _series_for_prefix(prefix, images, log.result_file_type) if prefix else None
+        if series is not None:
+            matched.append((log, series))
+    if len(matched) > 1:
+        own = [m for m in matched if m[1][0].lower() == f"{folder.name}_rec".lower()]
+        if len(own) != 1:
+            names = ", ".join(m[0].path.name for m in matched if m[0].path)
+            raise ScanError(f"{folder}: several reconstructions in one folder ({names})")
+        matched = own
+    if matched:
+        log, (prefix, ext, members) = matched[0]
+        return log, prefix, ext, members
+
+    log = max(logs, key=_log_rank) if logs else None
+    if len(logs) > 1:
+        logger.warning(
+            "%s: %d reconstruction logs and none names the slice files; using %s",
+            folder,
+            len(logs),
+            log.path.name if log and log.path else None,
+        )
+    prefix, ext, members = _dominant_series(folder, images, log)
+    if log is not None:
+        logger.warning(
+            "%s: log prefix %r matches no files (renamed or anonymised); using %s*.%s (%d files)",
+            log.path,
+            _expected_prefix(log),
+            prefix,
+            ext,
+            len(members),
+        )
+    return log, prefix, ext, members
+
+
+def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
+    """Open an NRecon reconstruction folder (or a plain image stack) without reading pixels.
+
+    Parameters
+    ----------
+    path : str or path
+        The folder holding the slice files.
+    voxel_size_um : float, optional
+        Voxel size in µm. Required for a folder without a reconstruction log; when the log
+        also has one, this value wins (with a warning if they differ).
+
+    Returns
+    -------
+    Scan
+
+    Raises
+    ------
+    ScanError
+        One line naming the folder or file and the problem: folder missing, empty or without
+        slices; several reconstructions in one folder; a gap in the section numbering; slices of
+        different size or bit depth; an unreadable slice header; no voxel size.
+
+    Notes
+    -----
+    The log is ``<prefix>.log``, else a ``*_rec.log``, else any ``.log`` whose [Reconstruction]
+    section describes a reconstruction (scan and sub-scan logs are ignored). Slices are
+    ``<prefix><index>.<ext>`` with the log's prefix; when no file has that prefix (renamed or
+    anonymised logs) the largest series of ``<name><digits>.<ext>`` files is used. ``*_spr.bmp``
+    previews are never slices.
+    """
+    folder = Path(path)
+    entries = _list_folder(folder)
+    if not entries:
+        raise ScanError(f"{folder}: scan folder is empty")
+    log, prefix, ext, members = _choose_series(folder, entries)
+
+    members.sort(key=lambda m: m[0])
+    sections = np.array([s for s, _ in members], dtype=np.int64)
+    files = tuple(p for _, p in members)
+    _check_sections(folder, prefix, ext, sections, files, log)
+
+    voxel, source = _voxel_size(folder, log, voxel_size_um)
+
+    (ny, nx), dtype = _read_header(files[0])
+    for other in files[1:]:
+        shape_k, dtype_k = _read_header(other)
+        if shape_k != (ny, nx):
+            raise ScanError(
+                f"{other}: slice is {_size(shape_k)} pixels but {files[0].name} is {ny}x{nx}"
+            )
+        if dtype_k != dtype:
+            raise ScanError(f"{other}: slice is {dtype_k} but {files[0].name} is {dtype}")
+
+    cs_window = None
+    no_data_zero = False
+    if log is not None:
+        _check_log_agrees(log, ext, (ny, nx))
+        if log.cs_min is not None and log.cs_max is not None:
+            cs_window = (log.cs_min, log.cs_max)
+        no_data_zero = log.round_roi
+
+    sections.flags.writeable = False
+    return Scan(
+        path=folder,
+        name=folder.resolve().name,
+        log=log,
+        voxel_size_um=voxel,
+        files=files,
+        sections=sections,
+        shape=(len(files), ny, nx),
+        dtype=np.dtype(dtype),
+        cs_window=cs_window,
+        no_data_zero=no_data_zero,
+        prefix=prefix,
+        file_type=ext,
+        voxel_size_source=source,
+    )
+
+
+def _check_sections(
+    folder: Path,
+    prefix: str,
+    ext: str,
+    sections: np.ndarray,
+    files: Sequence[Path],
+    log: SkyscanLog | None,
+) -> None:
+    dup = np.flatnonzero(np.diff(sections) == 0)
+    if dup.size:
+        k = int(dup[0])
+        raise ScanError(
+            f"{folder}: section {sections[k]} appears twice ({files[k].name}, {files[k + 1].name})"
+        )
+    first, last = int(sections[0]), int(sections[-1])
+    if last - first + 1 != sections.size:
+        present = set(sections.tolist())
+        missing = [s for s in range(first, last + 1) if s not in present]
+        shown = ", ".join(str(s) for s in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise ScanError(
+            f"{folder}: {len(missing)} slice(s) missing in {prefix}*.{ext} sections "
+            f"{first}..{last}: {shown}"
+        )
+    if log is None:
+        return
+    step = log._number("Reconstruction", "Section to Section Step", int)
+    if step is not None and step != 1:
+        raise ScanError(
+            f"{log.path}: Section to Section Step={step} is not supported (slices must be "
+            "contiguous, step 1)"
+        )
+    log_first, log_last = log.first_section, log.last_section
+    if (log_first is not None and log_first != first) or (
+        log_last is not None and log_last != last
+    ):
+        logger.warning(
+            "%s: log says sections %s..%s, the folder holds %d..%d; using the files",
+            log.path,
+            log_first,
+            log_last,
+            first,
+            last,
+        )
+
+
+def _voxel_size(
+    folder: Path, log: SkyscanLog | None, override: float | None
+) -> tuple[float, str]:
+    from_log = log.voxel_size_um if log is not None else None
+    if override is not None:
+        value = float(override)
+        if not (math.isfinite(value) and value > 0):
+            raise ScanError(f"{folder}: voxel size must be positive (µm), got {override!r}")
+        if from_log is not None and not math.isclose(value, from_log, rel_tol=1e-9):
+            logger.warning(
+                "%s: voxel size %g um given explicitly overrides the log's %g um",
+                folder,
+                value,
+                from_log,
+            )
+        return value, "argument"
+    if from_log is None:
+        if log is not None:
+            raise ScanError(
+                f"{log.path}: no 'Pixel Size (um)' in [Reconstruction]; pass --voxel-size"
+            )
+        raise ScanError(
+            f"{folder}: has no reconstruction log with a voxel size; pass --voxel-size"
+        )
+    if from_log <= 0:
+        raise ScanError(f"{log.path}: [Reconstruction] Pixel Size (um)={from_log} is not positive")
+    return from_log, "log"
+
+
+def _check_log_agrees(log: SkyscanLog, ext: str, shape: tuple[int, int]) -> None:
+    if log.result_file_type and log.result_file_type != ext:
+        logger.warning(
+            "%s: log says %s slices, the folder holds %s", log.path, log.result_file_type, ext
+        )
+    width = log._number("Reconstruction", "Result Image Width (pixels)", int)
+    height = log._number("Reconstruction", "Result Image Height (pixels)", int)
+    if (width, height) != (None, None) and (height, width) != shape:
+        logger.warning(
+            "%s: log says %sx%s pixels, slices are %s", log.path, height, width, _size(shape)
+        )
+
+
+def _has_slices(folder: Path) -> bool:
+    try:
+        return any(
+            p.is_file() and _IMAGE_RE.match(p.name) and not _PREVIEW_RE.search(p.name)
+            for p in folder.iterdir()
+        )
+    except OSError as exc:
+        raise ScanError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+
+
+def find_scan_dirs(paths: StrPath | Sequence[StrPath]) -> list[Path]:
+    """Expand command-line paths into scan folders.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Each is a scan folder (it holds slice images) or a parent folder whose immediate
+        subfolders are scan folders.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Scan folders in argument order, subfolders of a parent sorted by name, duplicates
+        dropped.
+
+    Raises
+    ------
+    ScanError
+        If a path does not exist, is not a folder, or holds no scan.
+    """
+    if isinstance(paths, str | PathLike):
+        paths = [paths]
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ScanError(f"{path}: scan folder does not exist")
+        if not path.is_dir():
+            raise ScanError(f"{path}: is not a folder")
+        if _has_slices(path):
+            scans = [path]
+        else:
+            scans = sorted(d for d in path.iterdir() if d.is_dir() and _has_slices(d))
+            if not scans:
+                raise ScanError(
+                    f"{path}: holds no scan (no slice images in it or its immediate subfolders)"
+                )
+        for scan in scans:
+            key = scan.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(scan)
+    return found
