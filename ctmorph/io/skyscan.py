@@ -20,7 +20,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from ..errors import ScanError
+from ..errors import ConfigError, ScanError
 from ..spacing import normalize_spacing
 
 __all__ = ["SkyscanLog", "parse_log", "Scan", "read_scan", "find_scan_dirs"]
@@ -136,9 +136,8 @@ class SkyscanLog:
         try:
             value = kind(raw)
         except ValueError:
-            raise ScanError(
-                f"{self._where()}: [{section}] {key}={raw!r} is not a{'n integer' if kind is int else ' number'}"
-            ) from None
+            what = "an integer" if kind is int else "a number"
+            raise ScanError(f"{self._where()}: [{section}] {key}={raw!r} is not {what}") from None
         if kind is float and not math.isfinite(value):
             raise ScanError(f"{self._where()}: [{section}] {key}={raw!r} is not finite")
         return value
@@ -332,10 +331,9 @@ def _collapse_rgb(arr: np.ndarray) -> np.ndarray:
     """(Y, X, C) colour or grey+alpha -> (Y, X) grey, exact when the channels are equal."""
     if arr.shape[-1] in (2, 4):  # drop alpha
         arr = arr[..., :-1]
-    if arr.shape[-1] == 1 or np.array_equal(arr[..., 0], arr[..., 1:].max(axis=-1)) and (
-        np.array_equal(arr[..., 0], arr[..., 1:].min(axis=-1))
-    ):
-        return np.ascontiguousarray(arr[..., 0])
+    grey = arr[..., 0]
+    if all(np.array_equal(grey, arr[..., c]) for c in range(1, arr.shape[-1])):
+        return np.ascontiguousarray(grey)
     weights = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma
     return np.rint(arr[..., :3] @ weights).astype(arr.dtype)
 
@@ -359,7 +357,7 @@ def _read_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     try:
         if _canon_ext(path.suffix[1:]) == "tif":
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages.first
+                page = tif.pages[0]
                 shape, dtype = (int(page.imagelength), int(page.imagewidth)), page.dtype
         else:
             with Image.open(path) as im:
@@ -370,7 +368,7 @@ def _read_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
             dtype = _PIL_DTYPES[mode]
     except ScanError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad slice file
+    except Exception as exc:  # any decoder failure means a bad slice file
         raise ScanError(f"{path}: cannot read slice header ({exc})") from None
     dtype = np.dtype(dtype)
     if dtype not in (np.uint8, np.uint16):
@@ -508,7 +506,7 @@ class Scan:
     no_data_zero: bool
     prefix: str = ""
     file_type: str = ""
-    voxel_size_source: str = field(default="log")
+    voxel_size_source: str = "log"
 
     def __repr__(self) -> str:
         nz, ny, nx = self.shape
@@ -548,7 +546,7 @@ class Scan:
         path = self.files[i]
         try:
             arr = _read_pixels(path)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad slice file
+        except Exception as exc:  # any decoder failure means a bad slice file
             raise ScanError(f"{path}: cannot read slice ({exc})") from None
         if arr.shape != self.shape[1:]:
             raise ScanError(
@@ -638,18 +636,24 @@ def _size(shape: Sequence[int]) -> str:
 
 
 def _list_folder(folder: Path) -> list[Path]:
+    """Sorted entries of an existing folder (files and subfolders)."""
     if not folder.exists():
         raise ScanError(f"{folder}: scan folder does not exist")
     if not folder.is_dir():
         raise ScanError(f"{folder}: is not a folder")
     try:
-        return sorted(p for p in folder.iterdir() if p.is_file())
+        return sorted(folder.iterdir())
     except OSError as exc:
         raise ScanError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
 
 
+def _is_slice_name(name: str) -> bool:
+    """``<prefix><digits>.<image ext>`` and not a ``*_spr`` preview."""
+    return bool(_IMAGE_RE.match(name)) and not _PREVIEW_RE.search(name)
+
+
 def _slice_candidates(entries: Sequence[Path]) -> list[Path]:
-    return [p for p in entries if _IMAGE_RE.match(p.name) and not _PREVIEW_RE.search(p.name)]
+    return [p for p in entries if _is_slice_name(p.name)]
 
 
 def _reconstruction_logs(entries: Sequence[Path]) -> list[SkyscanLog]:
@@ -690,25 +694,29 @@ def _choose_series(
     images = _slice_candidates(entries)
     if not images:
         raise ScanError(f"{folder}: no slice images (<prefix><number>.bmp/tif/png/jpg) found")
-    logs = _reconstruction_logs(entries)
+    # Best-named logs first: '<prefix>.log', then '*_rec.log', then others, by file name.
+    logs = sorted(_reconstruction_logs(entries), key=_log_rank, reverse=True)
 
-    matched = []
+    # Each series of slice files named by a log, with the best-named log describing it.
+    matched: dict[tuple[str, str], tuple[SkyscanLog, tuple[str, str, list[tuple[int, Path]]]]]
+    matched = {}
     for log in logs:
         prefix = _expected_prefix(log)
         series = _series_for_prefix(prefix, images, log.result_file_type) if prefix else None
         if series is not None:
-            matched.append((log, series))
-    if len(matched) > 1:
-        own = [m for m in matched if m[1][0].lower() == f"{folder.name}_rec".lower()]
-        if len(own) != 1:
-            names = ", ".join(m[0].path.name for m in matched if m[0].path)
+            matched.setdefault(series[:2], (log, series))
+    candidates = list(matched.values())
+    if len(candidates) > 1:
+        own_prefix = f"{folder.resolve().name}_rec".lower()
+        candidates = [c for c in candidates if c[1][0].lower() == own_prefix]
+        if len(candidates) != 1:
+            names = ", ".join(f"{p}*.{e}" for p, e in matched)
             raise ScanError(f"{folder}: several reconstructions in one folder ({names})")
-        matched = own
-    if matched:
-        log, (prefix, ext, members) = matched[0]
+    if candidates:
+        log, (prefix, ext, members) = candidates[0]
         return log, prefix, ext, members
 
-    log = max(logs, key=_log_rank) if logs else None
+    log = logs[0] if logs else None
     if len(logs) > 1:
         logger.warning(
             "%s: %d reconstruction logs and none names the slice files; using %s",
@@ -760,9 +768,15 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
     previews are never slices.
     """
     folder = Path(path)
-    entries = _list_folder(folder)
-    if not entries:
+    listing = _list_folder(folder)
+    if not listing:
         raise ScanError(f"{folder}: scan folder is empty")
+    entries = [p for p in listing if p.is_file()]
+    if not _has_slices(entries) and any(p.is_dir() for p in listing):
+        raise ScanError(
+            f"{folder}: no slice images in this folder, only subfolders "
+            "(pass the scan folders, or expand a parent with find_scan_dirs)"
+        )
     log, prefix, ext, members = _choose_series(folder, entries)
 
     members.sort(key=lambda m: m[0])
@@ -808,6 +822,12 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
     )
 
 
+def _log_int(log: SkyscanLog, key: str) -> int | None:
+    """[Reconstruction] integer used only for consistency checks; None if absent or not a number."""
+    value = _lenient(log.get("Reconstruction", key), int)
+    return value if isinstance(value, int) else None
+
+
 def _check_sections(
     folder: Path,
     prefix: str,
@@ -833,13 +853,13 @@ def _check_sections(
         )
     if log is None:
         return
-    step = log._number("Reconstruction", "Section to Section Step", int)
+    step = _log_int(log, "Section to Section Step")
     if step is not None and step != 1:
         raise ScanError(
             f"{log.path}: Section to Section Step={step} is not supported (slices must be "
             "contiguous, step 1)"
         )
-    log_first, log_last = log.first_section, log.last_section
+    log_first, log_last = _log_int(log, "First Section"), _log_int(log, "Last Section")
     if (log_first is not None and log_first != first) or (
         log_last is not None and log_last != last
     ):
@@ -853,14 +873,12 @@ def _check_sections(
         )
 
 
-def _voxel_size(
-    folder: Path, log: SkyscanLog | None, override: float | None
-) -> tuple[float, str]:
+def _voxel_size(folder: Path, log: SkyscanLog | None, override: float | None) -> tuple[float, str]:
     from_log = log.voxel_size_um if log is not None else None
     if override is not None:
         value = float(override)
         if not (math.isfinite(value) and value > 0):
-            raise ScanError(f"{folder}: voxel size must be positive (µm), got {override!r}")
+            raise ConfigError(f"voxel size must be positive and finite (µm), got {override!r}")
         if from_log is not None and not math.isclose(value, from_log, rel_tol=1e-9):
             logger.warning(
                 "%s: voxel size %g um given explicitly overrides the log's %g um",
@@ -874,9 +892,7 @@ def _voxel_size(
             raise ScanError(
                 f"{log.path}: no 'Pixel Size (um)' in [Reconstruction]; pass --voxel-size"
             )
-        raise ScanError(
-            f"{folder}: has no reconstruction log with a voxel size; pass --voxel-size"
-        )
+        raise ScanError(f"{folder}: has no reconstruction log with a voxel size; pass --voxel-size")
     if from_log <= 0:
         raise ScanError(f"{log.path}: [Reconstruction] Pixel Size (um)={from_log} is not positive")
     return from_log, "log"
@@ -887,22 +903,16 @@ def _check_log_agrees(log: SkyscanLog, ext: str, shape: tuple[int, int]) -> None
         logger.warning(
             "%s: log says %s slices, the folder holds %s", log.path, log.result_file_type, ext
         )
-    width = log._number("Reconstruction", "Result Image Width (pixels)", int)
-    height = log._number("Reconstruction", "Result Image Height (pixels)", int)
+    width = _log_int(log, "Result Image Width (pixels)")
+    height = _log_int(log, "Result Image Height (pixels)")
     if (width, height) != (None, None) and (height, width) != shape:
         logger.warning(
             "%s: log says %sx%s pixels, slices are %s", log.path, height, width, _size(shape)
         )
 
 
-def _has_slices(folder: Path) -> bool:
-    try:
-        return any(
-            p.is_file() and _IMAGE_RE.match(p.name) and not _PREVIEW_RE.search(p.name)
-            for p in folder.iterdir()
-        )
-    except OSError as exc:
-        raise ScanError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
+def _has_slices(entries: Sequence[Path]) -> bool:
+    return any(_is_slice_name(p.name) and p.is_file() for p in entries)
 
 
 def find_scan_dirs(paths: StrPath | Sequence[StrPath]) -> list[Path]:
@@ -931,14 +941,11 @@ def find_scan_dirs(paths: StrPath | Sequence[StrPath]) -> list[Path]:
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
-            raise ScanError(f"{path}: scan folder does not exist")
-        if not path.is_dir():
-            raise ScanError(f"{path}: is not a folder")
-        if _has_slices(path):
+        entries = _list_folder(path)
+        if _has_slices(entries):
             scans = [path]
         else:
-            scans = sorted(d for d in path.iterdir() if d.is_dir() and _has_slices(d))
+            scans = [d for d in entries if d.is_dir() and _has_slices(_list_folder(d))]
             if not scans:
                 raise ScanError(
                     f"{path}: holds no scan (no slice images in it or its immediate subfolders)"
