@@ -1,0 +1,264 @@
+"""Mean intercept length (MIL) fabric tensor and degree of anisotropy.
+
+Public function: :func:`anisotropy`. The line sampling runs in :mod:`ctmorph._kernels.mil`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .._kernels.mil import GOLDEN_ANGLE, mil_counts
+from ..errors import ConfigError, SegmentationError
+from .connectivity import _prepare_masks, _voi_box
+
+__all__ = ["Fabric", "anisotropy", "hemisphere_directions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Fabric:
+    """MIL fabric of a bone VOI (see :func:`anisotropy` for the definitions).
+
+    Attributes
+    ----------
+    DA : float
+        Degree of anisotropy ``1 − μmin/μmax`` of the fitted MIL tensor ``M``
+        (dimensionless, 0 isotropic, 1 fully anisotropic); equal to
+        ``1 − (MIL_min / MIL_max)²``.
+    eigenvalues : (3,) tuple of float
+        Principal mean intercept lengths in mm, ascending: ``μ^(-1/2)`` for the eigenvalues
+        μ of ``M`` (descending), i.e. the semi-axes of the fitted MIL ellipsoid and the
+        eigenvalues of Cowin's fabric tensor ``H = M^(-1/2)``. ``inf`` where μ <= 0 (no
+        intercepts along that axis).
+    eigenvectors : (3,) tuple of (3,) tuples of float
+        Unit principal directions ``(z, y, x)`` in physical space, one per eigenvalue, sign
+        chosen so that the first non-zero component is positive.
+    main_direction : (3,) tuple of float
+        Direction of the longest MIL (the last eigenvector): the trabecular alignment.
+    tensor : (3, 3) tuple of tuples of float
+        The fitted quadratic form ``M`` in 1/mm², ``1/MIL(ω)² ≈ ωᵀ M ω``.
+    directions : (n, 3) ndarray of float
+        The line directions used (unit, ``(z, y, x)``, upper hemisphere ``z > 0``).
+    mil : (n,) ndarray of float
+        Measured MIL per direction in mm (``inf`` where no intercept was found).
+    """
+
+    DA: float
+    eigenvalues: tuple[float, float, float]
+    eigenvectors: tuple[tuple[float, float, float], ...]
+    main_direction: tuple[float, float, float]
+    tensor: tuple[tuple[float, float, float], ...]
+    directions: np.ndarray
+    mil: np.ndarray
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat row of floats: ``DA``, ``MIL.min/mid/max`` (mm), ``MIL.dir.z/y/x``."""
+        lo, mid, hi = self.eigenvalues
+        dz, dy, dx = self.main_direction
+        return {
+            "DA": self.DA,
+            "MIL.min": lo,
+            "MIL.mid": mid,
+            "MIL.max": hi,
+            "MIL.dir.z": dz,
+            "MIL.dir.y": dy,
+            "MIL.dir.x": dx,
+        }
+
+
+def hemisphere_directions(n: int) -> np.ndarray:
+    """``n`` near-uniform unit directions on the upper hemisphere (Fibonacci spiral).
+
+    Direction ``i`` has ``z = 1 − (i + ½)/n`` and azimuth ``i`` times the golden angle, so
+    each covers the same solid angle ``2π/n``. Returned as ``(n, 3)`` ``(z, y, x)`` rows.
+    """
+    i = np.arange(n, dtype=np.float64)
+    z = 1.0 - (i + 0.5) / n
+    r = np.sqrt(1.0 - z * z)
+    phi = i * GOLDEN_ANGLE
+    return np.stack([z, r * np.sin(phi), r * np.cos(phi)], axis=1)
+
+
+def _canonical_sign(vec: np.ndarray) -> np.ndarray:
+    for c in vec:
+        if abs(c) > 1e-12:
+            return vec if c > 0 else -vec
+    return vec
+
+
+def anisotropy(
+    bone: np.ndarray,
+    voi: np.ndarray | None = None,
+    *,
+    spacing: float | Sequence[float],
+    n_directions: int = 128,
+    line_spacing: float | None = None,
+    step: float | None = None,
+    smooth: float = 0.7,
+) -> Fabric:
+    """Mean intercept length fabric tensor and degree of anisotropy (DA) of bone in a VOI.
+
+    Parameters
+    ----------
+    bone : (Z, Y, X) ndarray of bool
+        Segmented bone.
+    voi : (Z, Y, X) ndarray of bool, optional
+        Volume of interest; ``None`` means the whole volume.
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    n_directions : int
+        Number of line directions on the hemisphere (fixed Fibonacci set, at least 9).
+    line_spacing : float, optional
+        Pitch of the square grid of parallel lines in mm; default 2 × the smallest voxel size.
+    step : float, optional
+        Sampling step along the lines in mm; default the smallest voxel size.
+    smooth : float
+        Gaussian sigma, in voxels along each axis, applied to the bone indicator before
+        interpolation (0 samples the trilinear interpolant of the binary image). See Notes.
+
+    Returns
+    -------
+    Fabric
+        DA (dimensionless), principal MILs (mm), principal directions, main direction, the
+        fitted tensor ``M`` (1/mm²) and the per-direction MIL. ``Fabric.as_dict()`` gives
+        the flat CSV row.
+
+    Raises
+    ------
+    ConfigError
+        On invalid masks, spacing or sampling parameters.
+    SegmentationError
+        If the VOI is empty or contains no bone–marrow boundary.
+
+    Notes
+    -----
+    **MIL.** For each direction ω of a fixed set of ``n_directions`` Fibonacci-spiral
+    directions on the upper hemisphere (ω and −ω are the same line family), a square grid of
+    parallel lines with pitch ``line_spacing`` covers the box spanned by the voxel centres
+    (of the VOI's bounding box plus a context margin), turned about ω by a multiple of the
+    golden angle that changes with the direction so that the grid never aliases with a
+    periodic structure; each line is sampled every ``step`` mm in physical space
+    (anisotropic voxels handled by ``spacing``). A sample belongs to the VOI when its
+    nearest voxel does; the line length in the VOI is ``L(ω)`` and ``I(ω)`` is the number of
+    bone–marrow intercepts, i.e. half the number of phase changes between consecutive
+    samples (a change with one sample outside the VOI counts half, so the VOI wall is not a
+    surface while bone outside the VOI still bounds the phases). ``MIL(ω) = L(ω) / I(ω)``
+    is then the mean length of one bone + one marrow intercept: for parallel plates of
+    period P it is ``P / |cos θ|`` (Harrigan & Mann 1984).
+
+    **Sub-voxel boundary.** Counting changes of the raw voxel phase measures the staircase
+    of voxel faces: by Cauchy–Crofton the intercept density is then
+    ``Σ_a S_a |ω_a|`` with only the three axis normals, and a plate with normal (1, 1, 1)
+    would look isotropic. The phase is therefore read from the trilinear interpolant at level
+    ½ of the bone indicator, lightly Gaussian smoothed (``smooth`` voxels) to remove the
+    remaining voxel-scale ripple. Structures thinner than about one voxel may vanish with
+    smoothing; ``smooth=0`` keeps them at the price of a grid-axis bias on oblique surfaces.
+    The principal MILs grow slightly with ``smooth`` (voxel-scale roughness no longer makes
+    intercepts); DA is stable from ``smooth`` ≈ 0.7 on.
+
+    **Tensor and DA.** ``1/MIL(ω)²`` is fitted by linear least squares with the quadratic
+    form ``ωᵀ M ω`` (ellipsoid fit, Harrigan & Mann 1984), and ``DA = 1 − μmin/μmax`` with
+    μ the eigenvalues of ``M`` — the tensor of the ellipsoid equation, as in BoneJ (Doube et
+    al. 2010; Domander et al. 2021), so values compare with BoneJ's. In terms of the principal
+    MILs (the eigenvalues of Cowin's fabric tensor ``H = M^(-1/2)``; Cowin 1985, Odgaard
+    1997) ``DA = 1 − (MIL_min/MIL_max)²``; the ratio form ``1 − MIL_min/MIL_max`` is
+    ``1 − sqrt(1 − DA)``. A non-positive μ (no intercepts along that axis, e.g. inside
+    parallel plates) means an infinite MIL and DA = 1. ``main_direction`` is the eigenvector of the
+    largest MIL; for parallel plates it is an (arbitrary) in-plane direction while the plate
+    normal is the eigenvector of the smallest MIL (``eigenvectors[0]``).
+
+    The result is deterministic: fixed directions and line grid, integer counts per
+    direction, one thread per direction, so the numba thread count does not change it.
+
+    References
+    ----------
+    Harrigan TP, Mann RW (1984). Characterization of microstructural anisotropy in orthotropic
+    materials using a second rank tensor. J Mater Sci 19:761-767.
+
+    Cowin SC (1985). The relationship between the elasticity tensor and the fabric tensor.
+    Mech Mater 4:137-147.
+
+    Odgaard A (1997). Three-dimensional methods for quantification of cancellous bone
+    architecture. Bone 20:315-328.
+
+    Doube M et al. (2010). BoneJ: free and extensible bone image analysis in ImageJ. Bone
+    47:1076-1079. Domander R, Felder AA, Doube M (2021). BoneJ2 - refactoring established
+    research software. Wellcome Open Res 6:37.
+
+    González Á (2010). Measurement of areas on a sphere using Fibonacci and latitude-longitude
+    lattices. Math Geosci 42:49-64.
+    """
+    bone, voi, sp = _prepare_masks(bone, voi, spacing)
+    if not isinstance(n_directions, int | np.integer) or n_directions < 9:
+        raise ConfigError(f"n_directions must be an integer >= 9, got {n_directions!r}")
+    dmin = min(sp)
+    h = 2.0 * dmin if line_spacing is None else float(line_spacing)
+    ds = dmin if step is None else float(step)
+    for name, val in (("line_spacing", h), ("step", ds)):
+        if not (math.isfinite(val) and val > 0):
+            raise ConfigError(f"{name} must be a positive length in mm, got {val!r}")
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ConfigError(f"smooth must be a non-negative sigma in voxels, got {smooth!r}")
+
+    if min(bone.shape) < 2:
+        raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {bone.shape}")
+    # crop to the VOI with enough context for the Gaussian (truncate 4 sigma) and interpolation
+    box = _voi_box(voi, bone.shape, int(4.0 * smooth + 0.5) + 2)
+    bone = bone[box]
+    voi = None if voi is None else voi[box]
+    # edge padding lets the kernel interpolate up to the last voxel centre without clamping
+    field_p = np.pad(bone.view(np.uint8), 1, mode="edge").astype(np.float32)
+    if smooth > 0:
+        field_p = ndimage.gaussian_filter(field_p, smooth, mode="nearest")
+    if voi is None:
+        voi_p = np.zeros((1, 1, 1), dtype=np.uint8)
+    else:
+        voi_p = np.ascontiguousarray(np.pad(voi.view(np.uint8), 1, mode="edge"))
+    dirs = hemisphere_directions(int(n_directions))
+    n_in, crossings = mil_counts(
+        field_p, voi_p, voi is None, np.asarray(sp, dtype=np.float64), dirs, h, ds, 0.5
+    )
+    length = n_in * ds  # mm of line in the VOI
+    intercepts = crossings / 4.0  # crossings are counted twice, intercepts are pairs
+    ok = length > 0
+    if not (intercepts[ok] > 0).any():
+        raise SegmentationError("no bone-marrow boundary in the VOI: anisotropy is undefined")
+    inv_mil = np.where(ok, intercepts / np.where(ok, length, 1.0), 0.0)  # 1/mm
+    with np.errstate(divide="ignore"):
+        mil = np.where(inv_mil > 0, 1.0 / np.where(inv_mil > 0, inv_mil, 1.0), np.inf)
+
+    w = dirs[ok]
+    design = np.stack(
+        [w[:, 0] ** 2, w[:, 1] ** 2, w[:, 2] ** 2,
+         2 * w[:, 0] * w[:, 1], 2 * w[:, 0] * w[:, 2], 2 * w[:, 1] * w[:, 2]], axis=1,
+    )
+    m = np.linalg.lstsq(design, inv_mil[ok] ** 2, rcond=None)[0]
+    tensor = np.array([[m[0], m[3], m[4]], [m[3], m[1], m[5]], [m[4], m[5], m[2]]])
+    mu, vecs = np.linalg.eigh(tensor)  # ascending mu = descending MIL
+    if mu[2] <= 0:
+        raise SegmentationError("no bone-marrow boundary in the VOI: anisotropy is undefined")
+    with np.errstate(divide="ignore"):
+        principal = np.where(mu > 0, 1.0 / np.sqrt(np.clip(mu, 1e-300, None)), np.inf)
+    da = 1.0 - max(mu[0], 0.0) / mu[2]
+    order = [2, 1, 0]  # ascending MIL
+    evs = tuple(tuple(float(c) for c in _canonical_sign(vecs[:, k])) for k in order)
+    directions = dirs.copy()
+    directions.flags.writeable = False
+    mil.flags.writeable = False
+    log.debug("MIL fabric: DA=%.4f principal MIL=%s mm", da, principal[order])
+    return Fabric(
+        DA=float(da),
+        eigenvalues=tuple(float(principal[k]) for k in order),  # type: ignore[arg-type]
+        eigenvectors=evs,
+        main_direction=evs[2],
+        tensor=tuple(tuple(float(c) for c in row) for row in tensor),  # type: ignore[arg-type]
+        directions=directions,
+        mil=mil,
+    )

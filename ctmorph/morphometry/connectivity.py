@@ -1,0 +1,187 @@
+"""Euler characteristic and connectivity density of trabecular bone.
+
+Public function: :func:`connectivity`. The counting runs in :mod:`ctmorph._kernels.euler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._kernels.euler import config_histograms, euler_lut8
+from ..errors import ConfigError, SegmentationError
+from ..spacing import normalize_spacing
+from .basic import as_mask, bounding_box
+
+__all__ = ["connectivity"]
+
+log = logging.getLogger(__name__)
+
+_LUT8 = euler_lut8()
+
+
+def _prepare_masks(
+    bone: np.ndarray, voi: np.ndarray | None, spacing: float | Sequence[float]
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+    """Validate ``bone``/``voi`` (3-D masks of one shape, see :func:`.basic.as_mask`), refuse an
+    empty VOI and normalise ``spacing``; shared by connectivity, anisotropy and SMI.
+
+    Returns C-contiguous bool arrays (``voi`` stays ``None`` for the whole volume) and
+    ``(dz, dy, dx)`` in mm.
+    """
+    sp = normalize_spacing(spacing, 3)
+    bone = np.ascontiguousarray(as_mask(bone, "bone"))
+    if min(bone.shape) < 1:
+        raise ConfigError(f"bone is empty, got shape {bone.shape}")
+    if voi is not None:
+        voi = np.ascontiguousarray(as_mask(voi, "voi", bone.shape))
+        if not voi.any():
+            raise SegmentationError("the VOI is empty (no voxel selected)")
+    return bone, voi, sp  # type: ignore[return-value]
+
+
+def _voi_box(voi: np.ndarray | None, shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
+    """Slices of the VOI's bounding box grown by ``margin`` voxels (clipped to the image);
+    the whole image when ``voi`` is None. Cropping to it changes no result, only the work."""
+    if voi is None:
+        return tuple(slice(0, n) for n in shape)
+    box = bounding_box(voi)
+    return tuple(
+        slice(max(box[2 * ax] - margin, 0), min(box[2 * ax + 1] + margin, shape[ax]))
+        for ax in range(3)
+    )
+
+
+def _n_chunks(nz: int) -> int:
+    return max(1, min(nz, 4 * (os.cpu_count() or 1)))
+
+
+def connectivity(
+    bone: np.ndarray,
+    voi: np.ndarray | None = None,
+    *,
+    spacing: float | Sequence[float],
+    context: bool = True,
+) -> dict[str, float]:
+    """Euler characteristic, connectivity and connectivity density of bone in a VOI.
+
+    Parameters
+    ----------
+    bone : (Z, Y, X) ndarray of bool
+        Segmented bone (26-connected foreground); marrow is 6-connected.
+    voi : (Z, Y, X) ndarray of bool, optional
+        Volume of interest; ``None`` means the whole volume.
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    context : bool
+        If True (default), bone outside the VOI is used as context at the VOI wall (see
+        Notes); if False, only the 2x2x2 blocks lying wholly inside the VOI are counted.
+        Both are identical when ``voi`` is None.
+
+    Returns
+    -------
+    dict of str to float
+        ``"Euler"``
+            χ (dimensionless) of ``bone & voi`` taken as an isolated object: components −
+            tunnels + cavities.
+        ``"Euler.corrected"``
+            Δχ (dimensionless), the VOI's contribution to the Euler characteristic of the
+            larger structure it was cut from (Odgaard & Gundersen 1993 edge correction).
+        ``"Conn"``
+            Connectivity ``1 − Δχ`` (dimensionless).
+        ``"Conn.D"``
+            Connectivity density ``(1 − Δχ) / TV`` in 1/mm³, TV = VOI voxel count × voxel
+            volume.
+
+    Raises
+    ------
+    ConfigError
+        If the arrays are not 3-D boolean masks of one shape or ``spacing`` is invalid.
+    SegmentationError
+        If the VOI is empty.
+
+    Notes
+    -----
+    **Counting.** Each bone voxel is a closed cube, so χ of the union is computed as
+    ``V − E + F − C`` of its cubical complex. Every cell touching a lattice vertex is
+    shared out among the vertices it touches (edges 1/2, faces 1/4, cubes 1/8), which turns χ
+    into a sum over vertices of a contribution δ that depends only on the 2x2x2 block of voxels
+    around the vertex (256-entry lookup table; Toriwaki & Yonekura 2002, Ohser & Mücklich
+    2000). ``Euler`` sums δ over every vertex of the zero-padded masked volume and equals
+    ``skimage.measure.euler_number(bone & voi, connectivity=3)``.
+
+    **Edge correction.** Cutting a VOI out of a larger network creates spurious components and
+    cuts loops; Odgaard & Gundersen (1993) therefore report the sample's contribution Δχ to
+    the χ of the whole body. Because χ is additive over the vertex contributions, giving each
+    vertex to the eight voxels around it (1/8 each) splits the χ of the whole body exactly
+    into per-voxel shares; the VOI's share is
+
+    ``Δχ = Σ_v δ(v) · n_VOI(v) / 8``,
+
+    summed over the vertices whose eight voxels lie in the image, where ``n_VOI(v)`` is the
+    number of them in the VOI and δ is evaluated on the bone *including context outside the
+    VOI*. For a stationary (e.g. periodic) structure, ``Δχ / TV`` is then an unbiased
+    estimate of χ per volume, and Conn.D = 2/p³ for a cubic rod lattice of pitch p. At the
+    image border nothing is known outside, so vertices touching it are dropped: with
+    ``voi=None`` the sum runs over the ``(Z−1)(Y−1)(X−1)`` inner vertices, which is identical
+    to the box formula ``Δχ = χ(V) − χ₂/2 + χ₁/4 − χ₀/8`` of Odgaard & Gundersen (χ₂, χ₁ of the
+    six face images and twelve edge lines of the box, χ₀ the bone voxels at its corners).
+    With ``context=False`` the sum runs over the vertices with all eight voxels in the VOI
+    (weight 1), i.e. the same box formula applied to an arbitrary VOI shape without looking
+    outside it. Where vertices are dropped (image border; with ``context=False`` also the
+    VOI wall) TV still counts the whole VOI, so a half-voxel rim is missing from the
+    numerator: a relative bias of about (dropped surface × ½ voxel) / TV, 4.6 % for a whole
+    64³ image, ~1 % for a 300-voxel VOI. The χ of a lattice node sits in a few vertices, so a
+    box only a few periods wide also fluctuates with where it cuts the nodes (pitch 16 in a
+    64³ image: −23 % … +1 % over cut offsets; pitch 10 in 60³: −8 % … +0 %); with context
+    (an inner VOI) the share is exact.
+
+    The integer counts are summed exactly, so the result does not depend on the number of
+    numba threads.
+
+    References
+    ----------
+    Odgaard A, Gundersen HJG (1993). Quantification of connectivity in cancellous bone, with
+    special emphasis on 3-D reconstructions. Bone 14:173-182.
+
+    Toriwaki J, Yonekura T (2002). Euler number and connectivity indexes of a three
+    dimensional digital picture. Forma 17:183-209.
+
+    Ohser J, Mücklich F (2000). Statistical Analysis of Microstructures in Materials Science.
+    Wiley, ch. 4.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cube = np.zeros((5, 5, 5), bool); cube[1:4, 1:4, 1:4] = True
+    >>> connectivity(cube, spacing=0.01)["Euler"]
+    1.0
+    """
+    bone, voi, sp = _prepare_masks(bone, voi, spacing)
+    box = _voi_box(voi, bone.shape, 1)  # one voxel of context is all a vertex can see
+    bone = bone[box]
+    voi_arr = np.ones(bone.shape, dtype=bool) if voi is None else voi[box]
+    bone_p = np.pad(bone.view(np.uint8), 1)
+    voi_p = np.pad(voi_arr.view(np.uint8), 1)
+    masked, weighted = config_histograms(bone_p, voi_p, _n_chunks(bone_p.shape[0] - 1))
+
+    chi8 = int(masked @ _LUT8)  # 8 * chi
+    if context:
+        n_in = np.arange(9, dtype=np.int64)
+        delta64 = int(n_in @ (weighted @ _LUT8))  # 64 * delta-chi
+        delta_chi = delta64 / 64.0
+    else:
+        delta_chi = int(weighted[8] @ _LUT8) / 8.0
+    n_voi = int(np.count_nonzero(voi_arr))
+    tv = n_voi * sp[0] * sp[1] * sp[2]
+    conn = 1.0 - delta_chi
+    log.debug("chi=%s delta_chi=%s over %d VOI voxels", chi8 / 8, delta_chi, n_voi)
+    return {
+        "Euler": chi8 / 8.0,
+        "Euler.corrected": delta_chi,
+        "Conn": conn,
+        "Conn.D": conn / tv,
+    }
