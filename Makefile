@@ -8,7 +8,7 @@ TSTAMP := $(VENV)/.installed-test
 SAMPLES := sample_scans
 OUT    ?= results/demo
 
-.PHONY: demo test lint bench samples clean venv
+.PHONY: demo test lint bench samples clean venv analyze report
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ demo: $(STAMP)
 	@echo ""
 	@echo "Per-animal morphometry: $(OUT)/morphometry.csv"
 	@echo "Group summary:          $(OUT)/report/group_summary.csv"
+
+# Batch runs: make analyze SCANS=/data/study GROUPS=/data/study/groups.csv OUT=results/study
+analyze: $(STAMP)
+	@test -n "$(SCANS)" || { echo "usage: make analyze SCANS=dir [GROUPS=file] OUT=dir [ARGS='--jobs 2']"; exit 2; }
+	$(BIN)/ctmorph analyze $(SCANS) $(if $(GROUPS),--groups $(GROUPS),) -o $(OUT) $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/ctmorph report $(OUT) $(ARGS)
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check ctmorph tests benchmarks

@@ -7,24 +7,29 @@ and the run goes on.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
 import math
+import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_write_text
+from . import __version__
+from ._atomic import atomic_path, atomic_write_text
 from .columns import COLUMN_BY_NAME, order_columns
 from .config import AnalysisConfig
 from .errors import ConfigError, CtmorphError, ScanError
-from .io import find_scan_dirs, read_scan
+from .io import Scan, find_scan_dirs, read_scan
 from .pipeline import STAGES, ScanResult, measure_scan, scan_histogram, software_versions
 from .segment.threshold import otsu_threshold
 
@@ -47,6 +52,7 @@ class RunSummary:
     threshold_method: str
     seconds: float
     failed: list[tuple[str, str]] = field(default_factory=list)
+    reused: int = 0
 
     @property
     def n_ok(self) -> int:
@@ -136,6 +142,109 @@ def _failed_row(name: str, group: str | None, error: str) -> dict[str, Any]:
     return {"scan": name, "group": group or "", "status": "failed", "error": error}
 
 
+def scan_fingerprint(scan: Scan) -> str:
+    """Cheap identity of a scan's files (names, sizes, modification times) for resumption.
+
+    The content hash (``input_hash``) is the provenance; this one only decides whether a
+    finished scan must be recomputed, without reading every slice again.
+    """
+    h = hashlib.sha256()
+    files = list(scan.files)
+    if scan.log is not None and scan.log.path is not None:
+        files.append(Path(scan.log.path))
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "stat:" + h.hexdigest()[:24]
+
+
+def _cached_histogram(scan: Scan, cache: Path) -> np.ndarray:
+    """The scan's grey histogram, reused from ``cache`` when the fingerprint matches."""
+    fp = scan_fingerprint(scan)
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                if str(z["fingerprint"]) == fp:
+                    return z["hist"]
+        except (OSError, KeyError, ValueError):
+            pass
+    hist = scan_histogram(scan)
+    with atomic_path(cache, suffix=".npz.tmp") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, hist=hist, fingerprint=np.array(fp))
+    return hist
+
+
+def _previous_row(folder: Path, fingerprint: str, settings_key: str) -> dict[str, Any] | None:
+    """The stored row of a finished scan if its inputs and settings are unchanged."""
+    path = folder / "morphometry.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if info.get("fingerprint") != fingerprint or info.get("settings_key") != settings_key:
+        return None
+    row = info.get("row")
+    return row if isinstance(row, dict) and row.get("status") == "ok" else None
+
+
+@dataclass(frozen=True)
+class _Job:
+    name: str
+    folder: Path
+    group: str
+    config: AnalysisConfig
+    threshold: float | None
+    method: str
+    out: Path
+    write_qc: bool
+    force: bool
+    numba_threads: int = 0
+
+
+def _settings_key(job: _Job) -> str:
+    cal = ""
+    if job.config.calibration:
+        cal = hashlib.sha256(Path(job.config.calibration).read_bytes()).hexdigest()[:16]
+    return f"{job.config.digest()}|{job.threshold!r}|{cal}|{__version__}"
+
+
+def _run_job(job: _Job, progress: Callable[[str], None] | None = None) -> tuple[dict, bool]:
+    """Analyse one scan (or reuse its stored result); returns (row, reused)."""
+    if job.numba_threads:
+        import numba
+
+        numba.set_num_threads(job.numba_threads)
+    try:
+        scan = read_scan(job.folder, voxel_size_um=job.config.voxel_size_um)
+        fingerprint = scan_fingerprint(scan)
+        key = _settings_key(job)
+        if not job.force:
+            prev = _previous_row(job.out / job.name, fingerprint, key)
+            if prev is not None:
+                prev["group"] = job.group
+                return prev, True
+        res = measure_scan(
+            job.folder, job.config, threshold=job.threshold, threshold_method=job.method,
+            progress=progress,
+        )
+        res.row["group"] = job.group
+        res.details["fingerprint"] = fingerprint
+        res.details["settings_key"] = key
+        _write_scan_outputs(res, job.out / job.name, job.write_qc)
+        return res.row, False
+    except CtmorphError as exc:
+        logger.error("%s", exc)
+        return _failed_row(job.name, job.group, str(exc)), False
+    except Exception as exc:  # one broken scan must not lose the others
+        logger.error("%s: internal error: %s", job.name, exc)
+        logger.debug("%s", traceback.format_exc())
+        msg = f"{job.name}: internal error: {type(exc).__name__}: {exc}"
+        return _failed_row(job.name, job.group, msg), False
+
+
 def run_analysis(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -145,6 +254,9 @@ def run_analysis(
     group: str | None = None,
     progress_factory: ProgressFactory | None = None,
     write_qc: bool = True,
+    jobs: int = 1,
+    force: bool = False,
+    on_scan_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunSummary:
     """Analyse every scan folder under ``paths`` and write the run's outputs into ``out_dir``.
 
@@ -166,6 +278,14 @@ def run_analysis(
         Makes a per-scan stage callback (the CLI passes progress bars).
     write_qc : bool
         Write QC pictures per scan.
+    jobs : int
+        Scans analysed in parallel processes (numba threads are divided among them); the
+        numbers do not depend on it.
+    force : bool
+        Recompute every scan; otherwise a scan whose files, settings and threshold are
+        unchanged since its ``morphometry.json`` was written is not recomputed.
+    on_scan_done : callable, optional
+        Called with each scan's row as it finishes (the CLI's run progress bar).
 
     Returns
     -------
@@ -212,13 +332,15 @@ def run_analysis(
 
     threshold: float | None = None
     method = "fixed"
-    if cfg.threshold == "otsu":
+    if cfg.threshold_density is not None:
+        method = f"density {cfg.threshold_density:g} g/cm³ HA"
+    elif cfg.threshold == "otsu":
         pooled = None
         n_pooled = 0
         for name, folder, g in list(pending):
             try:
                 scan = read_scan(folder, voxel_size_um=cfg.voxel_size_um)
-                h = scan_histogram(scan)
+                h = _cached_histogram(scan, out / name / "histogram.npz")
             except CtmorphError as exc:
                 rows[name] = _failed_row(name, g, str(exc))
                 pending.remove((name, folder, g))
@@ -242,26 +364,45 @@ def run_analysis(
     else:
         threshold = float(cfg.threshold)
 
-    for name, folder, g in pending:
-        bar = progress_factory(name, STAGES) if progress_factory else None
-        try:
-            res = measure_scan(
-                folder, cfg, threshold=threshold, threshold_method=method, progress=bar
-            )
-            res.row["group"] = g
-            _write_scan_outputs(res, out / name, write_qc)
-            rows[name] = res.row
-        except CtmorphError as exc:
-            logger.error("%s", exc)
-            rows[name] = _failed_row(name, g, str(exc))
-        except Exception as exc:  # one broken scan must not lose the others
-            logger.error("%s: internal error: %s", name, exc)
-            logger.debug("%s", traceback.format_exc())
-            msg = f"{name}: internal error: {type(exc).__name__}: {exc}"
-            rows[name] = _failed_row(name, g, msg)
-        finally:
-            if bar is not None and hasattr(bar, "close"):
-                bar.close()
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    jobs = min(jobs, max(1, len(pending)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    work = [
+        _Job(name, folder, g, cfg, threshold, method, out, write_qc, force, threads)
+        for name, folder, g in pending
+    ]
+    reused = 0
+    if jobs == 1:
+        for job in work:
+            bar = progress_factory(job.name, STAGES) if progress_factory else None
+            try:
+                row, was_reused = _run_job(job, bar)
+            finally:
+                if bar is not None and hasattr(bar, "close"):
+                    bar.close()
+            rows[job.name] = row
+            reused += was_reused
+            if on_scan_done:
+                on_scan_done(row)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_job, job): job for job in work}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                try:
+                    row, was_reused = fut.result()
+                except Exception as exc:  # a worker died (e.g. out of memory)
+                    row, was_reused = _failed_row(
+                        job.name, job.group, f"{job.name}: worker failed: {exc}"
+                    ), False
+                rows[job.name] = row
+                reused += was_reused
+                if on_scan_done:
+                    on_scan_done(row)
+    if reused:
+        logger.info("%d scans unchanged since the last run were not recomputed", reused)
 
     ordered = [rows[name] for name, _, _ in scans]
     write_table(ordered, out / "morphometry.csv")
@@ -276,6 +417,7 @@ def run_analysis(
         threshold_method=method,
         seconds=time.perf_counter() - t0,
         failed=[(r["scan"], r["error"]) for r in ordered if r["status"] != "ok"],
+        reused=reused,
     )
     run_info = {
         "config": cfg.to_dict(),

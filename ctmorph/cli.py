@@ -131,17 +131,35 @@ def _progress_factory():
 @click.option("--thickness-convention", type=click.Choice(THICKNESS_CONVENTIONS),
               default="corrected", show_default=True,
               help="Local thickness convention (see README, 'Definitions').")
+@click.option("--calibration", type=click.Path(path_type=Path, dir_okay=False),
+              help="CALIB.json from 'ctmorph calibrate': adds BMD and TMD (g/cm³ HA).")
+@click.option("--threshold-density", type=float,
+              help="Global threshold in g/cm³ HA (needs --calibration; replaces --threshold).")
+@click.option("--tmd-erosion-vox", type=float, default=1.0, show_default=True,
+              help="TMD leaves out bone within this many voxels of the surface.")
+@click.option("--strict", is_flag=True,
+              help="Fail scans whose reconstruction settings differ from the calibration's.")
 @click.option("--no-qc", is_flag=True, help="Skip QC pictures.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Scans analysed in parallel processes.")
+@click.option("--force", is_flag=True,
+              help="Recompute every scan (by default unchanged finished scans are reused).")
 @click.pass_context
 @_handle_errors
 def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_mm,
             roi_height_mm, distal_end, voxel_size, smooth_sigma, thickness_convention,
-            no_qc) -> None:
+            calibration, threshold_density, tmd_erosion_vox, strict, no_qc, jobs,
+            force) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
     from .batch import read_groups, run_analysis
 
     if groups_csv is not None and group is not None:
         raise click.UsageError("give either --groups or --group, not both")
+    if threshold_density is not None:
+        if calibration is None:
+            raise click.UsageError("--threshold-density needs --calibration")
+        if ctx.get_parameter_source("threshold") != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("give either --threshold or --threshold-density, not both")
     config = AnalysisConfig(
         threshold=threshold,
         roi=roi,
@@ -151,20 +169,32 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
         smooth_sigma_vox=smooth_sigma,
         thickness_convention=thickness_convention,
         voxel_size_um=voxel_size,
+        calibration=str(calibration) if calibration else None,
+        threshold_density=threshold_density,
+        tmd_erosion_vox=tmd_erosion_vox,
+        strict_calibration=strict,
     )
+    if calibration is not None:
+        from .calibration import load_calibration
+
+        load_calibration(calibration)  # a bad file is one clear error before any scan runs
     groups = read_groups(groups_csv) if groups_csv is not None else None
     _setup_logging(ctx.obj["verbose"], out / "ctmorph.log")
     summary = run_analysis(
         scan_dirs, out, config, groups=groups, group=group,
-        progress_factory=_progress_factory(), write_qc=not no_qc,
+        progress_factory=_progress_factory() if jobs == 1 else None,
+        write_qc=not no_qc, jobs=jobs, force=force,
+        on_scan_done=lambda row: logger.info(
+            "%s: %s%s", row["scan"], row["status"],
+            f" in {row['seconds']:.1f} s" if row.get("seconds") else "",
+        ),
     )
+    thr = (f"threshold {summary.threshold:g} grey, {summary.threshold_method}"
+           if summary.threshold is not None else "no threshold")
+    reused = f", {summary.reused} unchanged and reused" if summary.reused else ""
     click.echo(
-        f"{summary.n_ok} of {len(summary.rows)} scans analysed in {summary.seconds:.1f} s "
-        f"(threshold {summary.threshold:g}, {summary.threshold_method}); "
-        f"results: {out / 'morphometry.csv'}"
-        if summary.threshold is not None
-        else f"{summary.n_ok} of {len(summary.rows)} scans analysed; results: "
-        f"{out / 'morphometry.csv'}"
+        f"{summary.n_ok} of {len(summary.rows)} scans ok in {summary.seconds:.1f} s "
+        f"({thr}{reused}); results: {out / 'morphometry.csv'}"
     )
     if summary.failed:
         for _name, err in summary.failed:
@@ -185,6 +215,33 @@ def report(ctx, out, control) -> None:
     paths = make_report(out, control=control)
     for p in paths.values():
         click.echo(f"wrote {p}")
+
+
+@cli.command()
+@click.argument("phantom_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--densities", required=True,
+              help="HA densities in g/cm³, in the order of the folders (e.g. 0.25,0.75); a "
+                   "folder holding several rods takes them in increasing order.")
+@click.option("-o", "--out", "out", required=True,
+              type=click.Path(path_type=Path, dir_okay=False), help="CALIB.json to write.")
+@click.option("--core-fraction", type=float, default=0.6, show_default=True,
+              help="Part of each rod's inscribed radius used as its core.")
+@click.option("--edge-margin-vox", type=float, default=3.0, show_default=True,
+              help="Minimum distance of the core from the rod edge (voxels).")
+@click.pass_context
+@_handle_errors
+def calibrate(ctx, phantom_dirs, densities, out, core_fraction, edge_margin_vox) -> None:
+    """Fit attenuation → g/cm³ HA from scans of HA rods in PHANTOM_DIR... ."""
+    from .calibration import calibrate as fit
+    from .calibration import parse_densities, save_calibration
+
+    cal = fit(
+        list(phantom_dirs), parse_densities(densities), core_fraction=core_fraction,
+        edge_margin_vox=edge_margin_vox, qc_dir=out.with_name(out.stem + "_qc"),
+    )
+    save_calibration(cal, out)
+    click.echo(cal.summary())
+    click.echo(f"wrote {out}")
 
 
 @cli.command()

@@ -46,6 +46,17 @@ class AnalysisConfig:
         Slices beyond each end of the VOI loaded as context for local thickness, in mm.
     voxel_size_um : float or None
         Voxel size override in µm (required for plain TIFF stacks without a log).
+    calibration : str or None
+        Path of a ``CALIB.json`` from ``ctmorph calibrate``; adds BMD and TMD (g/cm³ HA).
+    threshold_density : float or None
+        Global threshold in g/cm³ HA, converted to grey per scan through its own CS window
+        (needs ``calibration``; replaces ``threshold``).
+    tmd_erosion_vox : float
+        TMD leaves out bone voxels within this distance (voxels) of the bone surface, so
+        partial-volume voxels do not lower it.
+    strict_calibration : bool
+        Fail a scan whose reconstruction settings differ from the calibration's, instead of
+        warning and flagging it in ``calibration_mismatch``.
     """
 
     threshold: float | Literal["otsu"] = "otsu"
@@ -59,6 +70,10 @@ class AnalysisConfig:
     thickness_convention: str = "corrected"
     context_mm: float = 0.5
     voxel_size_um: float | None = None
+    calibration: str | None = None
+    threshold_density: float | None = None
+    tmd_erosion_vox: float = 1.0
+    strict_calibration: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, str):
@@ -93,6 +108,18 @@ class AnalysisConfig:
             raise ConfigError(
                 f"voxel size must be a positive number of µm, got {self.voxel_size_um!r}"
             )
+
+        if self.threshold_density is not None:
+            if self.calibration is None:
+                raise ConfigError(
+                    "a threshold in density units needs a calibration (--calibration)"
+                )
+            if not math.isfinite(self.threshold_density):
+                raise ConfigError(
+                    f"threshold_density must be finite (g/cm³ HA), got {self.threshold_density!r}"
+                )
+        if not self.tmd_erosion_vox >= 0:
+            raise ConfigError(f"tmd_erosion_vox must be >= 0 voxels, got {self.tmd_erosion_vox!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of all settings."""

@@ -18,8 +18,16 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .calibration import (
+    check_settings,
+    density_metrics,
+    density_to_grey,
+    grey_to_density,
+    load_calibration,
+    scan_window,
+)
 from .config import AnalysisConfig
-from .errors import SegmentationError
+from .errors import CalibrationError, SegmentationError
 from .io import Scan, read_scan
 from .morphometry import trabecular_morphometry
 from .segment.femur import auto_trabecular_voi
@@ -141,7 +149,23 @@ def measure_scan(
     for z in range(grey.shape[0]):
         hist += grey_histogram(grey[z], gmax=scan.gmax, no_data_zero=scan.no_data_zero)
 
-    if threshold is not None:
+    cal = load_calibration(cfg.calibration) if cfg.calibration else None
+    window = None
+    mismatch: list[str] = []
+    if cal is not None:
+        window = scan_window(scan)
+        mismatch = check_settings(cal, scan.log.settings() if scan.log else None)
+        if mismatch:
+            msg = (f"{scan.name}: reconstruction settings differ from the calibration "
+                   f"{cfg.calibration}: {'; '.join(mismatch)}")
+            if cfg.strict_calibration:
+                raise CalibrationError(msg)
+            logger.warning("%s", msg)
+
+    if cal is not None and cfg.threshold_density is not None:
+        thr = density_to_grey(cfg.threshold_density, cal, window, scan.gmax)
+        method = f"density {cfg.threshold_density:g} g/cm³ HA"
+    elif threshold is not None:
         thr = float(threshold)
         method = threshold_method or "given"
     elif cfg.threshold == "otsu":
@@ -208,6 +232,15 @@ def measure_scan(
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
 
+    if cal is not None:
+        metrics.update(
+            density_metrics(
+                grey[a:b], bone[a:b], voi, scan_window=window, gmax=scan.gmax,
+                calibration=cal, tmd_erosion_vox=cfg.tmd_erosion_vox,
+                valid=None if valid is None else valid[a:b],
+            )
+        )
+
     sections = scan.sections
     row: dict[str, Any] = {
         "scan": scan.name,
@@ -216,6 +249,10 @@ def measure_scan(
         "voxel_um": scan.voxel_size_um,
         "threshold": thr,
         "threshold_method": method,
+        "threshold_density": (
+            float(grey_to_density(thr, cal, window, scan.gmax)) if cal is not None else None
+        ),
+        "calibration_mismatch": "; ".join(mismatch) if cal is not None else None,
         "roi": cfg.roi,
         "distal_end": distal_end or "",
         "ref_slice": int(sections[ref_index]) if ref_index is not None else None,
@@ -266,6 +303,7 @@ def measure_scan(
             "distal_end": distal_end,
         },
         "results": metrics,
+        "calibration": cal.to_dict() if cal is not None else None,
         "versions": software_versions(),
         "input_hash": row["input_hash"],
         "config_hash": row["config_hash"],

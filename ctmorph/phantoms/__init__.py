@@ -1,5 +1,13 @@
-"""Analytic test volumes (:mod:`.shapes`) and the synthetic rat-femur sample study (:mod:`.femur`)."""
+"""Analytic test volumes (:mod:`.shapes`), HA calibration rods (:mod:`.rods`) and the synthetic
+rat-femur sample study (:mod:`.femur`)."""
 
+from .rods import (
+    DEFAULT_HA_MODEL,
+    AttenuationModel,
+    cs_window_for_levels,
+    grey_from_density,
+    make_ha_phantom,
+)
 from .shapes import (
     ball,
     cube_with_cavity,
@@ -13,6 +21,11 @@ from .shapes import (
 )
 
 __all__ = [
+    "DEFAULT_HA_MODEL",
+    "AttenuationModel",
+    "cs_window_for_levels",
+    "grey_from_density",
+    "make_ha_phantom",
     "ball",
     "cube_with_cavity",
     "grey_from_mask",

@@ -1,0 +1,191 @@
+"""End to end through the CLI: NRecon folders in, morphometry.csv + group summary out.
+
+The femurs are small synthetic ones (160 × 160 px) so the whole module runs in well under a
+minute; their growth-plate truth and BV/TV design come from the generator.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ctmorph.cli import cli
+from ctmorph.io.writer import write_nrecon_folder
+from ctmorph.phantoms import grey_from_mask, plates
+from ctmorph.phantoms.femur import make_femur
+
+CONTRACT = ["scan", "group", "status", "error", "voxel_um", "threshold", "ref_slice",
+            "voi_first_slice", "voi_last_slice", "TV", "BV", "BV/TV", "BS/BV", "Tb.Th",
+            "Tb.Th.SD", "Tb.Sp", "Tb.Sp.SD", "Tb.N"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    scans = root / "scans"
+    truth = {}
+    specs = [("sham_a", "sham", 1, True, 0), ("sham_b", "sham", 2, False, 120),
+             ("OVX_a", "OVX", 3, True, 7), ("OVX_b", "OVX", 4, False, 0)]
+    for name, group, seed, distal_first, first in specs:
+        f = make_femur(group=group, seed=seed, shape_yx=(160, 160), distal_first=distal_first)
+        write_nrecon_folder(scans / name, f.grey, voxel_size_um=f.voxel_um,
+                            first_section=first, index_length=4, file_type="bmp")
+        truth[name] = {"group": group, "ref_section": first + f.ref_index,
+                       "distal_end": f.distal_end, "voxel_mm": f.voxel_um / 1000}
+    (root / "groups.csv").write_text(
+        "scan,group\n" + "".join(f"{n},{t['group']}\n" for n, t in truth.items())
+    )
+    return root, truth
+
+
+def _run(args):
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result
+
+
+@pytest.fixture(scope="module")
+def analysed(study):
+    root, truth = study
+    out = root / "out"
+    res = _run(["analyze", str(root / "scans"), "--groups", str(root / "groups.csv"),
+                "-o", str(out)])
+    return root, truth, out, res
+
+
+def test_analyze_writes_contract_table(analysed):
+    _, truth, out, res = analysed
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out / "morphometry.csv")
+    assert all(c in df.columns for c in CONTRACT)
+    assert set(df.scan) == set(truth)
+    assert (df.status == "ok").all()
+    assert df.threshold.nunique() == 1  # one study-wide threshold
+    cols = pd.read_csv(out / "columns.csv")
+    units = dict(zip(cols.column, cols.unit, strict=True))
+    assert units["BV/TV"] == "%" and units["Tb.Th"] == "mm" and units["Tb.N"] == "1/mm"
+    assert units["TV"] == "mm³" and units["BS/BV"] == "1/mm"
+
+
+def test_reference_slice_and_voi_follow_the_truth(analysed):
+    _, truth, out, _ = analysed
+    df = pd.read_csv(out / "morphometry.csv").set_index("scan")
+    for name, t in truth.items():
+        r = df.loc[name]
+        assert r.distal_end == t["distal_end"]
+        err_mm = abs(r.ref_slice - t["ref_section"]) * t["voxel_mm"]
+        assert err_mm <= 0.1, (name, r.ref_slice, t["ref_section"])
+        # the VOI is 2.0 mm long and starts 1.0 mm proximal of the reference
+        n_voi = r.voi_last_slice - r.voi_first_slice + 1
+        assert n_voi * t["voxel_mm"] == pytest.approx(2.0, abs=t["voxel_mm"])
+        near = r.voi_first_slice if t["distal_end"] == "first" else r.voi_last_slice
+        assert abs(near - r.ref_slice) * t["voxel_mm"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_groups_differ_like_the_design(analysed):
+    _, _, out, _ = analysed
+    df = pd.read_csv(out / "morphometry.csv")
+    g = df.groupby("group")["BV/TV"].mean()
+    assert g["sham"] > g["OVX"] + 8  # design: ~30 % vs ~10 %
+    # internal consistency of the definitions
+    np.testing.assert_allclose(df["BV/TV"], 100 * df.BV / df.TV, rtol=1e-9)
+
+
+def test_per_scan_json_carries_provenance(analysed):
+    _, truth, out, _ = analysed
+    for name in truth:
+        info = json.loads((out / name / "morphometry.json").read_text())
+        assert info["input_hash"].startswith("sha256:")
+        assert info["versions"]["ctmorph"]
+        assert info["config"]["roi"] == "auto"
+        assert info["row"]["scan"] == name
+        assert (out / name / "qc" / "longitudinal.png").stat().st_size > 1000
+
+
+def test_report_group_summary(analysed):
+    _, truth, out, _ = analysed
+    res = _run(["report", str(out)])
+    assert res.exit_code == 0, res.output
+    s = pd.read_csv(out / "report" / "group_summary.csv")
+    df = pd.read_csv(out / "morphometry.csv")
+    r = s[(s.parameter == "BV/TV") & (s.group == "sham")].iloc[0]
+    v = df[df.group == "sham"]["BV/TV"]
+    assert r.n == 2 and r["mean"] == pytest.approx(v.mean()) and r["sd"] == pytest.approx(v.std())
+    assert list(s[s.parameter == "BV/TV"].group) == ["sham", "OVX"]
+
+
+def test_same_input_same_numbers(analysed):
+    root, _, out, _ = analysed
+    out2 = root / "out2"
+    res = _run(["analyze", str(root / "scans" / "sham_a"), "--group", "sham",
+                "--threshold", str(pd.read_csv(out / "morphometry.csv").threshold[0]),
+                "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(out / "morphometry.csv").set_index("scan").loc["sham_a"]
+    b = pd.read_csv(out2 / "morphometry.csv").set_index("scan").loc["sham_a"]
+    for c in ["BV/TV", "Tb.Th", "Tb.Sp", "Tb.N", "BS/BV", "ref_slice", "input_hash"]:
+        assert a[c] == b[c], c
+
+
+def test_bad_scans_fail_alone(study, tmp_path):
+    root, truth = study
+    scans = tmp_path / "scans"
+    shutil.copytree(root / "scans" / "sham_a", scans / "sham_a")
+    shutil.copytree(root / "scans" / "OVX_a", scans / "gap_scan")
+    victim = sorted((scans / "gap_scan").glob("*_rec0*.bmp"))[40]
+    victim.unlink()  # a gap in the numbering
+    shutil.copytree(root / "scans" / "OVX_b", scans / "nogroup")
+    groups = tmp_path / "groups.csv"
+    groups.write_text("scan,group\nsham_a,sham\ngap_scan,OVX\n")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(scans), "--groups", str(groups), "-o", str(out)])
+    assert res.exit_code == 1
+    assert "Traceback" not in res.output
+    df = pd.read_csv(out / "morphometry.csv").set_index("scan")
+    assert df.loc["sham_a", "status"] == "ok"
+    assert df.loc["gap_scan", "status"] == "failed"
+    assert "gap" in df.loc["gap_scan", "error"] and victim.stem[-4:].lstrip("0") in \
+        df.loc["gap_scan", "error"]
+    assert df.loc["nogroup", "status"] == "failed"
+    assert "not listed with a group" in df.loc["nogroup", "error"]
+
+
+def test_missing_folder_is_one_clear_line(tmp_path):
+    res = _run(["analyze", str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1
+    assert "nope" in res.output and "Traceback" not in res.output
+
+
+def test_wrong_arguments_exit_2(tmp_path):
+    res = _run(["analyze", str(tmp_path), "-o", str(tmp_path / "o"), "--roi", "box"])
+    assert res.exit_code == 2
+    res = _run(["analyze", str(tmp_path), "-o", str(tmp_path / "o"), "--threshold", "abc"])
+    assert res.exit_code == 2 and "grey value or 'otsu'" in res.output
+
+
+def test_roi_full_on_a_plate_phantom_folder(tmp_path):
+    # 5-voxel plates with 9-voxel gaps, 20 µm voxels: Tb.Th = 0.1 mm, Tb.Sp = 0.18 mm
+    mask = plates((84, 64, 64), 5, 9, axis=0, offset=3)
+    grey = grey_from_mask(mask, blur=0.0, noise=0.0)
+    write_nrecon_folder(tmp_path / "plates", grey, voxel_size_um=20.0, file_type="tif")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(tmp_path / "plates"), "--roi", "full", "--threshold", "130",
+                "--smooth-sigma", "0", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    r = pd.read_csv(out / "morphometry.csv").iloc[0]
+    h = 0.02
+    assert r["BV/TV"] == pytest.approx(100 * mask.mean())
+    assert abs(r["Tb.Th"] - 5 * h) <= 0.5 * h + 1e-9
+    assert abs(r["Tb.Sp"] - 9 * h) <= 0.5 * h + 1e-9
+    assert r["Tb.N"] == pytest.approx(1 / (14 * h), rel=0.08)
+
+
+def test_inspect_prints_the_log(study):
+    root, _ = study
+    res = _run(["inspect", str(root / "scans" / "sham_a")])
+    assert res.exit_code == 0, res.output
+    assert "9" in res.output and "bmp" in res.output.lower()
