@@ -25,6 +25,10 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; outputs in shared study folders must follow the umask
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, target)

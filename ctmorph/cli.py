@@ -205,16 +205,27 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--control", default="sham", show_default=True,
-              help="Control group, shown first.")
+              help="Control group: shown first, * marks, Dunnett, % change.")
+@click.option("--model", default=None,
+              help="Disease-model group (e.g. OVX): # marks and % of its effect prevented.")
+@click.option("--nonparametric", is_flag=True,
+              help="Also run Kruskal-Wallis + Dunn (Holm) and use them for the marks.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.05, show_default=True, help="Significance level.")
+@click.option("--excel/--no-excel", default=True, show_default=True,
+              help="Also write report/report.xlsx.")
+@click.option("--figures/--no-figures", default=True, show_default=True)
 @click.pass_context
 @_handle_errors
-def report(ctx, out, control) -> None:
-    """Group tables and statistics of an analysis folder OUT (written to OUT/report/)."""
+def report(ctx, out, control, model, nonparametric, alpha, excel, figures) -> None:
+    """Group tables, statistics, figures and report.html of an analysis folder OUT."""
     from .report import make_report
 
-    paths = make_report(out, control=control)
-    for p in paths.values():
-        click.echo(f"wrote {p}")
+    paths = make_report(out, control=control, model=model, nonparametric=nonparametric,
+                        alpha=alpha, excel=excel, figures=figures)
+    html = paths.get("html")
+    click.echo(f"wrote {len(paths)} files to {Path(out) / 'report'}"
+               + (f"; open {html}" if html else ""))
 
 
 @cli.command()

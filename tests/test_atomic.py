@@ -11,3 +11,14 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["morphometry.csv"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.csv", "x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644

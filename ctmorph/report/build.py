@@ -1,0 +1,281 @@
+"""``make_report``: the one entry point behind ``ctmorph report OUT``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import scipy
+
+from .. import __version__
+from .._atomic import atomic_write_text
+from ..errors import ConfigError
+from .data import (
+    empty_parameters,
+    group_order,
+    group_samples,
+    load_results,
+    load_run_info,
+    load_scan_details,
+    parameters,
+    qc_pictures,
+)
+from .figures import (
+    MAIN_PARAMETERS,
+    figure_style,
+    group_colors,
+    panel_figure,
+    parameter_figure,
+    safe_name,
+    save_figure,
+    significance_marks,
+)
+from .html import ReportContent, render_html
+from .methods import methods_text
+from .summary import (
+    DUNN,
+    DUNNETT,
+    GAMES_HOWELL,
+    STUDENT_T,
+    TUKEY,
+    WELCH_T,
+    families_used,
+    group_summary,
+    model_effects,
+    statistics_table,
+)
+from .writers import csv_text, require_openpyxl, write_markdown, write_workbook
+
+__all__ = ["make_report"]
+
+logger = logging.getLogger(__name__)
+
+_FAMILY_TEXT = {
+    TUKEY: "Tukey HSD after one-way ANOVA",
+    GAMES_HOWELL: "Games-Howell after Welch's ANOVA (Levene p < alpha)",
+    DUNN: "Dunn's test (Holm) after Kruskal-Wallis",
+    STUDENT_T: "Student's t-test",
+    WELCH_T: "Welch's t-test (Levene p < alpha)",
+}
+
+
+def _marks_caption(control: str | None, model: str | None, families: dict[str, list[str]],
+                   alpha: float, n_params: int) -> str:
+    text = "Bars: mean; error bars: SD; dots: individual animals."
+    if control:
+        text += f" *, **, ***: p < 0.05, 0.01, 0.001 vs {control}"
+        text += (f"; #, ##, ###: p < 0.05, 0.01, 0.001 vs {model}." if model else ".")
+    if families:
+        descr = [_FAMILY_TEXT.get(t, t).replace("alpha", f"{alpha:g}") for t in families]
+        if len(families) == 1:
+            text += f" Test: {descr[0]}."
+        else:
+            text += " Tests: " + "; ".join(
+                f"{d} ({', '.join(ps)})" for d, ps in zip(descr, families.values(),
+                                                          strict=True)) + "."
+    if len(families) == 0 and n_params:
+        text += " No parameter could be tested."
+    return text
+
+
+def _not_tested(statistics: pd.DataFrame, empty: list[str], params: list[str]) -> list[str]:
+    """What the report could not test, with the reason, one line per test and reason."""
+    out = [f"{p}: no values (column present but empty"
+           + (", no density calibration)" if p in ("BMD", "TMD") else ")") for p in empty]
+    found: dict[tuple[str, str], list[str]] = {}
+    for r in statistics.itertuples(index=False):
+        for seg in str(r.note).split("; "):
+            if seg.startswith("not tested"):
+                what = f"{r.test} ({r.group1})" if r.group1 else str(r.test)
+                found.setdefault((what, seg), []).append(str(r.parameter))
+            elif seg.startswith("groups with n < 2 left out"):
+                found.setdefault(("all tests", seg), []).append(str(r.parameter))
+    for (what, seg), ps in found.items():
+        ps = list(dict.fromkeys(ps))
+        where = "every parameter" if ps == params and len(ps) > 1 else ", ".join(ps)
+        out.append(f"{what}: {seg} — {where}")
+    return out
+
+
+def _clean_stale(folder: Path, keep: set[Path]) -> None:
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.suffix in (".png", ".svg") and p not in keep and p.is_file():
+            p.unlink()
+
+
+def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str | None = None,
+                nonparametric: bool = False, alpha: float = 0.05, excel: bool = True,
+                figures: bool = True) -> dict[str, Path]:
+    """Write the study report of an analysis folder into ``OUT/report/``.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Analysis folder of ``ctmorph analyze`` (``morphometry.csv``, optional ``run.json``,
+        ``<scan>/morphometry.json`` and ``<scan>/qc/*.png``).
+    control : str or None
+        Control group (sham): shown first, white bars, ``*`` marks, Dunnett comparisons,
+        % change. Ignored with a warning when the data have no such group.
+    model : str or None
+        Disease-model group (OVX): shown second, grey bars, ``#`` marks, % of the model
+        effect prevented by each other group.
+    nonparametric : bool
+        Add Kruskal-Wallis with Dunn (Holm) and read those for the marks.
+    alpha : float
+        Significance level (Levene's choice of the Welch analysis, highlighting).
+    excel : bool
+        Also write ``report.xlsx`` (needs openpyxl; a clear error if it is missing).
+    figures : bool
+        Draw the figures (PNG + SVG, a few tenths of a second each); without them the
+        tables, methods and HTML are still written.
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written: ``group_summary``, ``statistics``, ``model_effects`` (CSV),
+        ``*_md`` (Markdown), ``xlsx``, ``methods`` (Markdown), ``html``, ``figure_main_png``/
+        ``_svg`` and ``figure:<parameter>:png``/``svg``.
+
+    Raises
+    ------
+    ConfigError
+        Missing or unreadable ``morphometry.csv``, no successful scan, bad options.
+    CtmorphError
+        ``excel=True`` without openpyxl (raised before anything is written).
+    """
+    out_dir = Path(out_dir)
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be between 0 and 1, got {alpha!r}")
+    if control is not None and control == model:
+        raise ConfigError(f"control and model must be different groups, both are {control!r}")
+    if excel:
+        require_openpyxl()
+    df = load_results(out_dir)
+    ok = df[df["status"] == "ok"]
+    failed = df[df["status"] != "ok"]
+    if ok.empty:
+        why = "; ".join(f"{r.scan}: {r.error}" if "error" in df.columns else str(r.scan)
+                        for r in failed.head(3).itertuples(index=False))
+        raise ConfigError(f"{out_dir / 'morphometry.csv'}: no scan was analysed successfully"
+                          + (f" ({why})" if why else ""))
+    for r in failed.itertuples(index=False):
+        logger.warning("left out of the report: %s (%s)", r.scan, getattr(r, "error", ""))
+
+    groups = list(dict.fromkeys(ok["group"]))
+    warnings: list[str] = []
+    if control is not None and control not in groups:
+        warnings.append(f"control group {control!r} is not among the analysed groups "
+                        f"({', '.join(groups)}): no comparisons against a control")
+        control = None
+    if model is not None and model not in groups:
+        warnings.append(f"model group {model!r} is not among the analysed groups "
+                        f"({', '.join(groups)}): no # marks, no % prevented")
+        model = None
+    if "calibration_mismatch" in ok.columns:
+        bad_cal = ok[ok["calibration_mismatch"].astype("string").fillna("").str.strip() != ""]
+        if len(bad_cal):
+            warnings.append("reconstruction settings differ from the density calibration for "
+                            f"{len(bad_cal)} scan(s): " + "; ".join(
+                                f"{r.scan}: {r.calibration_mismatch}"
+                                for r in bad_cal.head(5).itertuples(index=False)))
+    for w in warnings:
+        logger.warning("%s", w)
+    order = group_order(ok["group"].tolist(), control, model)
+    params = parameters(df)
+
+    summary = group_summary(df, control, model)
+    statistics = statistics_table(df, control, model=model, nonparametric=nonparametric,
+                                  alpha=alpha)
+    effects = model_effects(summary, statistics, control, model)
+    families = families_used(statistics, params)
+
+    rep = out_dir / "report"
+    fig_dir = rep / "figures"
+    paths: dict[str, Path] = {
+        "group_summary": rep / "group_summary.csv",
+        "statistics": rep / "statistics.csv",
+        "model_effects": rep / "model_effects.csv",
+    }
+    atomic_write_text(paths["group_summary"], csv_text(summary))
+    atomic_write_text(paths["statistics"], csv_text(statistics))
+    atomic_write_text(paths["model_effects"], csv_text(effects))
+    titles = {"group_summary": "Group summary", "statistics": "Statistics",
+              "model_effects": "Change against the control and prevention of the model effect"}
+    tables = {"group_summary": summary, "statistics": statistics, "model_effects": effects}
+    for key, table in tables.items():
+        paths[f"{key}_md"] = rep / f"{key}.md"
+        write_markdown(table, paths[f"{key}_md"], titles[key])
+    if excel:
+        paths["xlsx"] = rep / "report.xlsx"
+        write_workbook({**tables, "scans": df}, paths["xlsx"])
+
+    # figures
+    colors = group_colors(order, control, model)
+    untested_note = {}
+    for r in statistics.itertuples(index=False):
+        if str(r.note).startswith("not tested") and not r.group1 and r.parameter not in \
+                untested_note and r.test not in ("Levene", "Welch's ANOVA"):
+            untested_note[r.parameter] = str(r.note)
+    panels = {}
+    figure_files: dict[str, Path] = {}
+    written: set[Path] = set()
+    main_svg = None
+    main = [p for p in MAIN_PARAMETERS if p in params]
+    main_caption = _marks_caption(control, model,
+                                  {t: [p for p in ps if p in main]
+                                   for t, ps in families.items()
+                                   if any(p in main for p in ps)}, alpha, len(main))
+    with figure_style():
+        for p in params if figures else []:
+            samples = group_samples(df, p, order)
+            marks = significance_marks(statistics, p, order, control, model)
+            panels[p] = (p, samples, marks, untested_note.get(p, ""))
+            fam = [t for t, ps in families.items() if p in ps]
+            cap = _marks_caption(control, model, {t: [p] for t in fam}, alpha, 1)
+            fig = parameter_figure(p, samples, order, colors, marks, untested_note.get(p, ""),
+                                   caption=cap)
+            png, svg = save_figure(fig, fig_dir / safe_name(p))
+            paths[f"figure:{p}:png"], paths[f"figure:{p}:svg"] = png, svg
+            figure_files[p] = svg
+            written |= {png, svg}
+        if main and figures:
+            fig = panel_figure([panels[p] for p in main], order, colors, main_caption)
+            png, main_svg = save_figure(fig, rep / "figure_main")
+            paths["figure_main_png"], paths["figure_main_svg"] = png, main_svg
+    if figures:
+        _clean_stale(fig_dir, written)
+
+    # methods
+    details = load_scan_details(out_dir, ok["scan"].tolist())
+    run = load_run_info(out_dir)
+    sizes = {g: int((ok["group"] == g).sum()) for g in order}
+    methods = methods_text(
+        ok, details, run, params, control=control, model=model,
+        nonparametric=nonparametric, alpha=alpha, families=families, group_sizes=sizes,
+        n_failed=len(failed), has_dunnett=bool((statistics["test"] == DUNNETT).any()),
+        report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
+                         "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
+    )
+    paths["methods"] = rep / "methods.md"
+    atomic_write_text(paths["methods"], methods.as_markdown())
+
+    content = ReportContent(
+        out_dir=out_dir, results=df, summary=summary, statistics=statistics,
+        model_effects=effects, order=order, control=control, model=model,
+        nonparametric=nonparametric, alpha=alpha, params=params, methods=methods,
+        not_tested=_not_tested(statistics, empty_parameters(df), params), main_figure=main_svg,
+        main_caption=main_caption, figures=figure_files,
+        qc={s: qc_pictures(out_dir, s) for s in df["scan"]}, run=run, version=__version__,
+        warnings=warnings,
+    )
+    paths["html"] = rep / "report.html"
+    atomic_write_text(paths["html"], render_html(content))
+    n_tested = sum(1 for p in params if p not in untested_note)
+    logger.info("report: %d parameters, %d tested, %d groups, %d scans (%d failed)",
+                len(params), n_tested, len(order), len(df), len(failed))
+    return paths
