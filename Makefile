@@ -5,6 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
+BSTAMP := $(VENV)/.installed-bench
 SAMPLES := sample_scans
 OUT    ?= results/demo
 
@@ -42,6 +43,15 @@ analyze: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/ctmorph report $(OUT) $(ARGS)
+
+$(BSTAMP): benchmarks/requirements.txt | $(STAMP)
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	touch $@
+
+# Peer comparison of Tb.Th + Tb.Sp (about 15 min on 2 cores); writes docs/performance.md.
+# BENCH_ARGS='--sizes 48 64' for a quick smoke run.
+bench: $(STAMP) $(BSTAMP)
+	$(BIN)/python benchmarks/bench_peers.py --write docs/performance.md $(BENCH_ARGS)
 
 lint: $(TSTAMP)
 	$(BIN)/ruff check ctmorph tests benchmarks
