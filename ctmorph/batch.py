@@ -6,7 +6,9 @@ and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -257,6 +259,8 @@ def run_analysis(
     jobs: int = 1,
     force: bool = False,
     on_scan_done: Callable[[dict[str, Any]], None] | None = None,
+    scheduler: str | None = None,
+    security: Any = None,
 ) -> RunSummary:
     """Analyse every scan folder under ``paths`` and write the run's outputs into ``out_dir``.
 
@@ -286,13 +290,44 @@ def run_analysis(
         unchanged since its ``morphometry.json`` was written is not recomputed.
     on_scan_done : callable, optional
         Called with each scan's row as it finishes (the CLI's run progress bar).
+    scheduler : str, optional
+        Run the scans on this Dask cluster instead of local processes: ``tcp://HOST:PORT``,
+        ``tls://HOST:PORT`` or a scheduler file (needs ``ctmorph[distributed]``; see
+        docs/cluster.md). Workers must see the scan and output folders at the same paths.
+    security : distributed.security.Security, optional
+        TLS settings for a ``tls://`` scheduler.
 
     Returns
     -------
     RunSummary
     """
+    kwargs = dict(groups=groups, group=group, progress_factory=progress_factory,
+                  write_qc=write_qc, jobs=jobs, force=force, on_scan_done=on_scan_done)
+    if not scheduler:
+        return _analyse(paths, out_dir, config, client=None, **kwargs)
+    from .distributed import check_versions, connect
+
+    with connect(scheduler, security=security) as client:  # fails fast, before any reading
+        check_versions(client)
+        return _analyse(paths, out_dir, config, client=client, **kwargs)
+
+
+def _analyse(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    config: AnalysisConfig | None,
+    *,
+    client: Any,
+    groups: Mapping[str, str] | None,
+    group: str | None,
+    progress_factory: ProgressFactory | None,
+    write_qc: bool,
+    jobs: int,
+    force: bool,
+    on_scan_done: Callable[[dict[str, Any]], None] | None,
+) -> RunSummary:
     cfg = config or AnalysisConfig()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # absolute: workers elsewhere write into it
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -369,11 +404,30 @@ def run_analysis(
     jobs = min(jobs, max(1, len(pending)))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     work = [
-        _Job(name, folder, g, cfg, threshold, method, out, write_qc, force, threads)
+        _Job(name, folder.resolve(), g, cfg, threshold, method, out, write_qc, force, threads)
         for name, folder, g in pending
     ]
     reused = 0
-    if jobs == 1:
+    if client is not None:
+        from .distributed import map_unordered, numba_threads_per_task
+
+        threads = numba_threads_per_task(client)
+        work = [dataclasses.replace(job, numba_threads=threads) for job in work]
+        results = map_unordered(client, _run_job, work, key_prefix="ctmorph-scan")
+        with contextlib.closing(results):  # Ctrl-C: cancel the scans not started
+            for job, outcome in results:
+                if isinstance(outcome, BaseException):  # worker died, KilledWorker, ...
+                    row, was_reused = _failed_row(
+                        job.name, job.group,
+                        f"{job.name}: worker failed: {type(outcome).__name__}: {outcome}",
+                    ), False
+                else:
+                    row, was_reused = outcome
+                rows[job.name] = row
+                reused += was_reused
+                if on_scan_done:
+                    on_scan_done(row)
+    elif jobs == 1:
         for job in work:
             bar = progress_factory(job.name, STAGES) if progress_factory else None
             try:

@@ -25,7 +25,7 @@ def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("numba", "matplotlib", "PIL", "tifffile", "fontTools"):
+    for noisy in ("numba", "matplotlib", "PIL", "tifffile", "fontTools", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -144,17 +144,23 @@ def _progress_factory():
               help="Scans analysed in parallel processes.")
 @click.option("--force", is_flag=True,
               help="Recompute every scan (by default unchanged finished scans are reused).")
+@click.option("--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS",
+              help="Run the scans on a Dask cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
+                   "scheduler file (default $DASK_SCHEDULER_ADDRESS; needs "
+                   "ctmorph[distributed]; see docs/cluster.md).")
 @click.pass_context
 @_handle_errors
 def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_mm,
             roi_height_mm, distal_end, voxel_size, smooth_sigma, thickness_convention,
             calibration, threshold_density, tmd_erosion_vox, strict, no_qc, jobs,
-            force) -> None:
+            force, scheduler) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
     from .batch import read_groups, run_analysis
 
     if groups_csv is not None and group is not None:
         raise click.UsageError("give either --groups or --group, not both")
+    if scheduler and jobs > 1:
+        raise click.UsageError("give either --jobs or --scheduler, not both")
     if threshold_density is not None:
         if calibration is None:
             raise click.UsageError("--threshold-density needs --calibration")
@@ -169,7 +175,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
         smooth_sigma_vox=smooth_sigma,
         thickness_convention=thickness_convention,
         voxel_size_um=voxel_size,
-        calibration=str(calibration) if calibration else None,
+        calibration=str(calibration.resolve()) if calibration else None,
         threshold_density=threshold_density,
         tmd_erosion_vox=tmd_erosion_vox,
         strict_calibration=strict,
@@ -182,8 +188,8 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
     _setup_logging(ctx.obj["verbose"], out / "ctmorph.log")
     summary = run_analysis(
         scan_dirs, out, config, groups=groups, group=group,
-        progress_factory=_progress_factory() if jobs == 1 else None,
-        write_qc=not no_qc, jobs=jobs, force=force,
+        progress_factory=_progress_factory() if jobs == 1 and not scheduler else None,
+        write_qc=not no_qc, jobs=jobs, force=force, scheduler=scheduler,
         on_scan_done=lambda row: logger.info(
             "%s: %s%s", row["scan"], row["status"],
             f" in {row['seconds']:.1f} s" if row.get("seconds") else "",

@@ -16,6 +16,9 @@ FORBIDDEN = {
     "segment": ("pipeline", "batch", "cli", "report"),
     "pipeline": ("batch", "cli"),
     "batch": ("cli",),
+    # a generic executor adapter: it knows nothing of scans
+    "distributed": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
+                    "report", "qc"),
 }
 
 
