@@ -460,6 +460,10 @@ def _analyse(
 
     ordered = [rows[name] for name, _, _ in scans]
     write_table(ordered, out / "morphometry.csv")
+    if write_qc:
+        from .qc import write_qc_overview
+
+        write_qc_overview(out, ordered)
     names: list[str] = []
     for r in ordered:
         names.extend(k for k in r if k not in names)

@@ -10,7 +10,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .pipeline import QcData
 
-__all__ = ["write_qc_pictures"]
+__all__ = ["write_qc_pictures", "write_qc_overview"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +89,51 @@ def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
     plt.close(fig)
     written.append(p)
     return written
+
+
+def write_qc_overview(out_dir: Path, rows: list[dict], *, columns: int = 6) -> Path | None:
+    """One contact sheet of every scan's longitudinal QC section: ``OUT/qc_overview.png``.
+
+    Each tile shows the scan name, group, reference slice and BV/TV; failed scans get a tile
+    with the reason, so a person can check a whole study in a minute. Returns the path, or
+    None when there is nothing to show.
+    """
+    from PIL import Image
+
+    plt = _figure()
+    tiles = []
+    for r in rows:
+        img_path = Path(out_dir) / r["scan"] / "qc" / "longitudinal.png"
+        img = None
+        if r.get("status") == "ok" and img_path.is_file():
+            with Image.open(img_path) as im:
+                img = np.asarray(im.convert("RGB"))
+        tiles.append((r, img))
+    if not tiles:
+        return None
+    ncol = min(columns, len(tiles))
+    nrow = -(-len(tiles) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 4.2 * nrow), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (r, img) in zip(axes.ravel(), tiles, strict=False):
+        label = f"{r['scan']} ({r.get('group') or '-'})"
+        if img is None:
+            ax.text(0.5, 0.5, "FAILED\n" + str(r.get("error", ""))[:160], ha="center",
+                    va="center", wrap=True, fontsize=6, color="#b00000",
+                    transform=ax.transAxes)
+        else:
+            ax.imshow(img)
+            bvtv = r.get("BV/TV")
+            extra = f"BV/TV {bvtv:.1f} %" if isinstance(bvtv, float) else ""
+            ref = r.get("ref_slice")
+            extra = (f"ref {int(ref)}, " if ref is not None and ref == ref else "") + extra
+            ax.set_title(f"{label}\n{extra}", fontsize=7)
+            continue
+        ax.set_title(label, fontsize=7)
+    fig.suptitle("ctmorph QC overview: growth-plate reference (red) and VOI (blue) per scan",
+                 fontsize=9)
+    p = Path(out_dir) / "qc_overview.png"
+    _save(fig, p)
+    plt.close(fig)
+    return p

@@ -104,6 +104,7 @@ def test_per_scan_json_carries_provenance(analysed):
         assert info["config"]["roi"] == "auto"
         assert info["row"]["scan"] == name
         assert (out / name / "qc" / "longitudinal.png").stat().st_size > 1000
+    assert (out / "qc_overview.png").stat().st_size > 1000
 
 
 def test_report_group_summary(analysed):
