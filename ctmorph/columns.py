@@ -65,7 +65,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("BMD", "g/cm³ HA", "mean calibrated density of the VOI (bone and marrow)", BOUXSEIN_2010),
     Column("TMD", "g/cm³ HA", "mean calibrated density of bone voxels only", BOUXSEIN_2010),
     Column("smooth_sigma_vox", "voxel", "Gaussian smoothing sigma before thresholding"),
-    Column("thickness_convention", "", "local-thickness convention: corrected (half a voxel subtracted) or centre-to-centre"),
+    Column("thickness_convention", "", "local-thickness convention: corrected (half a voxel subtracted) or uncorrected (centre-to-centre)"),
     Column("n_slices", "", "slices in the scan"),
     Column("seconds", "s", "wall time of the analysis of this scan"),
     Column("input_hash", "", "sha256 of the log and every slice file"),

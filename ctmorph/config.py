@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 __all__ = ["AnalysisConfig", "THICKNESS_CONVENTIONS"]
 
-THICKNESS_CONVENTIONS = ("corrected", "centre-to-centre")
+THICKNESS_CONVENTIONS = ("corrected", "uncorrected")
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ class AnalysisConfig:
     min_bone_voxels, min_marrow_voxels : int
         Bone islands (26-connected) and closed marrow pores (6-connected) smaller than this
         are removed / filled before measuring.
-    thickness_convention : {"corrected", "centre-to-centre"}
+    thickness_convention : {"corrected", "uncorrected"}
         Local-thickness convention (DESIGN.md §4): ``corrected`` subtracts half a voxel from
         the centre-to-centre sphere diameter so plates of n voxels measure n ± 0.5 voxels;
-        ``centre-to-centre`` reproduces the uncorrected values of older BoneJ/CTAn numbers.
+        ``uncorrected`` reproduces the centre-to-centre values of older BoneJ/CTAn numbers.
     context_mm : float
         Slices beyond each end of the VOI loaded as context for local thickness, in mm.
     voxel_size_um : float or None

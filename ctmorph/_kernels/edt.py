@@ -2,7 +2,8 @@
 
 Separable algorithm of Felzenszwalb & Huttenlocher (2012, "Distance transforms of sampled
 functions", Theory of Computing 8:415-428): one 1-D pass along x (nearest background voxel on the
-line), then along y and z the lower envelope of the parabolas ``f(q) + w2·(p - q)²``.
+line), then along y and z the lower envelope of the parabolas ``f(q) + w2·(p - q)²``. Lines are
+gathered slice by slice into a transposed buffer so every envelope runs on contiguous memory.
 
 Conventions (prepared by the caller, nothing is checked here):
 
@@ -24,11 +25,14 @@ _INF = np.inf
 
 
 @njit(cache=True)
-def _envelope_1d(f, n, w2, v, zz, out):
+def _envelope_1d(f, n, w2, v, num, den, h, out):
     """Lower envelope of parabolas ``f[q] + w2 (p - q)²`` sampled at ``p = 0..n-1``.
 
     ``f`` (float64, length ``n``) may contain ``inf`` (no parabola there); ``v`` (int64) and
-    ``zz`` (float64) are work buffers of length ``n + 1``. Writes the minimum to ``out[:n]``.
+    ``num``, ``den``, ``h`` (float64) are work buffers of length ``n + 1``. Writes the minimum
+    to ``out[:n]``. The intersection abscissae are kept as fractions ``num / den`` (``den > 0``)
+    and compared by cross-multiplication: no division, and with integer ``f`` and ``w2`` every
+    comparison is exact.
     """
     k = -1
     for q in range(n):
@@ -36,36 +40,34 @@ def _envelope_1d(f, n, w2, v, zz, out):
         if fq == _INF:
             continue
         hq = fq + w2 * q * q
-        s = -_INF
+        sn = -_INF
+        sd = 1.0
         while k >= 0:
-            p = v[k]
-            s = (hq - (f[p] + w2 * p * p)) / (2.0 * w2 * (q - p))
-            if s <= zz[k]:
+            sn = hq - h[k]
+            sd = 2.0 * w2 * (q - v[k])
+            # drop parabola k if the new one takes over before parabola k does
+            if sn * den[k] <= num[k] * sd:
                 k -= 1
             else:
                 break
         if k < 0:
-            s = -_INF
+            sn = -_INF
+            sd = 1.0
         k += 1
         v[k] = q
-        zz[k] = s
+        num[k] = sn
+        den[k] = sd
+        h[k] = hq
     if k < 0:
         for q in range(n):
             out[q] = _INF
         return
+    num[k + 1] = _INF
+    den[k + 1] = 1.0
     j = 0
     for q in range(n):
-        # Advance while the next parabola of the envelope is at least as low at q. Comparing
-        # values (not the rounded intersection abscissae) keeps the minimum exact.
-        while j < k:
-            a = v[j]
-            b = v[j + 1]
-            va = f[a] + w2 * (q - a) * (q - a)
-            vb = f[b] + w2 * (q - b) * (q - b)
-            if vb <= va:
-                j += 1
-            else:
-                break
+        while num[j + 1] < q * den[j + 1]:
+            j += 1
         a = v[j]
         out[q] = f[a] + w2 * (q - a) * (q - a)
 
@@ -76,7 +78,7 @@ def _pass_x(phase, wx2, d):
     for z in prange(nz):
         for y in range(ny):
             # Forward and backward scans: distance (in voxels) to the nearest background voxel
-            # on this line; ``nx + nx`` stands for "none".
+            # on this line, inf when there is none.
             last = -1
             for x in range(nx):
                 if phase[z, y, x] == 0:
@@ -100,36 +102,61 @@ def _pass_x(phase, wx2, d):
                     d[z, y, x] = wx2 * k * k
 
 
+@njit(cache=True)
+def _lines(buf, w2, f, out, v, num, den, h):
+    """Envelope of every row of ``buf`` (float32, lines × n), in place."""
+    nl, n = buf.shape
+    for i in range(nl):
+        allzero = True
+        for q in range(n):
+            f[q] = buf[i, q]
+            if f[q] != 0.0:
+                allzero = False
+        if allzero:
+            continue
+        _envelope_1d(f, n, w2, v, num, den, h, out)
+        for q in range(n):
+            buf[i, q] = out[q]
+
+
 @njit(cache=True, parallel=True)
 def _pass_y(d, wy2):
     nz, ny, nx = d.shape
     for z in prange(nz):
+        buf = np.empty((nx, ny), np.float32)  # the slice transposed: one image column per row
         f = np.empty(ny, np.float64)
         out = np.empty(ny, np.float64)
         v = np.empty(ny + 1, np.int64)
-        zz = np.empty(ny + 1, np.float64)
-        for x in range(nx):
-            for y in range(ny):
-                f[y] = d[z, y, x]
-            _envelope_1d(f, ny, wy2, v, zz, out)
-            for y in range(ny):
-                d[z, y, x] = out[y]
+        num = np.empty(ny + 1, np.float64)
+        den = np.empty(ny + 1, np.float64)
+        h = np.empty(ny + 1, np.float64)
+        for y in range(ny):
+            for x in range(nx):
+                buf[x, y] = d[z, y, x]
+        _lines(buf, wy2, f, out, v, num, den, h)
+        for y in range(ny):
+            for x in range(nx):
+                d[z, y, x] = buf[x, y]
 
 
 @njit(cache=True, parallel=True)
 def _pass_z(d, wz2):
     nz, ny, nx = d.shape
     for y in prange(ny):
+        buf = np.empty((nx, nz), np.float32)  # the (z, x) plane transposed
         f = np.empty(nz, np.float64)
         out = np.empty(nz, np.float64)
         v = np.empty(nz + 1, np.int64)
-        zz = np.empty(nz + 1, np.float64)
-        for x in range(nx):
-            for z in range(nz):
-                f[z] = d[z, y, x]
-            _envelope_1d(f, nz, wz2, v, zz, out)
-            for z in range(nz):
-                d[z, y, x] = out[z]
+        num = np.empty(nz + 1, np.float64)
+        den = np.empty(nz + 1, np.float64)
+        h = np.empty(nz + 1, np.float64)
+        for z in range(nz):
+            for x in range(nx):
+                buf[x, z] = d[z, y, x]
+        _lines(buf, wz2, f, out, v, num, den, h)
+        for z in range(nz):
+            for x in range(nx):
+                d[z, y, x] = buf[x, z]
 
 
 @njit(cache=True)

@@ -1,0 +1,24 @@
+"""Public morphometry API: arrays + spacing (mm, ``(dz, dy, dx)``) in, numbers with units out.
+
+Each submodule lists its public names in ``__all__``; this package re-exports them.
+"""
+
+from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
+from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
+from .thickness import CONVENTIONS, distance_transform, local_thickness
+from .trabecular import TRABECULAR_COLUMNS, trabecular_morphometry
+
+__all__ = [
+    "CONVENTIONS",
+    "TRABECULAR_COLUMNS",
+    "bone_surface",
+    "bone_volume",
+    "distance_transform",
+    "local_thickness",
+    "medial_skeleton",
+    "midaxis_spacing",
+    "tissue_volume",
+    "trabecular_morphometry",
+    "trabecular_number",
+    "voxel_volume",
+]

@@ -1,0 +1,139 @@
+"""All trabecular morphometry of one VOI in one call: volumes, surface, thickness, spacing,
+number. Keys and units follow DESIGN §3 (``OUT/morphometry.csv`` columns)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._kernels.thickness import masked_stats
+from ..errors import SegmentationError
+from ..spacing import normalize_spacing
+from .basic import as_mask, bone_surface, bounding_box, crop, voxel_volume
+from .tbn import midaxis_spacing
+from .thickness import _check_convention, _thickness_map
+
+__all__ = ["TRABECULAR_COLUMNS", "trabecular_morphometry"]
+
+#: Keys returned by :func:`trabecular_morphometry`: ``key -> (unit, description)``.
+TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
+    "TV": ("mm³", "tissue volume: VOI voxels × voxel volume"),
+    "BV": ("mm³", "bone volume: bone voxels in the VOI × voxel volume"),
+    "BV/TV": ("%", "bone volume fraction, voxel counting"),
+    "BS": ("mm²", "bone surface in the VOI, marching cubes, VOI-wall cut faces excluded"),
+    "BS/BV": ("1/mm", "bone surface to bone volume ratio"),
+    "BS/TV": ("1/mm", "bone surface density"),
+    "Tb.Th": ("mm", "trabecular thickness: volume-weighted mean local thickness of bone "
+                    "(Hildebrand & Rüegsegger 1997)"),
+    "Tb.Th.SD": ("mm", "SD of the local thickness of bone"),
+    "Tb.Th.Max": ("mm", "largest local thickness of bone in the VOI"),
+    "Tb.Sp": ("mm", "trabecular separation: volume-weighted mean local thickness of marrow"),
+    "Tb.Sp.SD": ("mm", "SD of the local thickness of marrow"),
+    "Tb.Sp.Max": ("mm", "largest local thickness of marrow in the VOI"),
+    "Tb.N": ("1/mm", "trabecular number, direct: 1 / mean spacing of the trabecular "
+                     "mid-axes (Hildebrand et al. 1999)"),
+    "Tb.N.model": ("1/mm", "trabecular number, plate model: (BV/TV) / Tb.Th (Parfitt 1983), "
+                           "the value CTAn reports as Tb.N"),
+}
+
+
+def _stats(tau: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
+    """Volume-weighted mean, population SD and max of ``tau`` over ``sel`` (same shape)."""
+    _, mean, sd, vmax = masked_stats(tau, np.ascontiguousarray(sel))
+    return float(mean), float(sd), float(vmax)
+
+
+def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
+                           convention: str = "corrected") -> dict[str, float]:
+    """Trabecular morphometry of a VOI, with the structure around it as context.
+
+    Parameters
+    ----------
+    bone : (Z, Y, X) ndarray of bool
+        Segmented bone over a slab that includes context beyond the VOI.
+    voi : (Z, Y, X) ndarray of bool
+        The VOI: only these voxels are counted and averaged. Structure outside the VOI is
+        context: balls are limited only by the other phase, never by the VOI wall or the
+        image border, so a VOI cutting a trabecula in half still measures its full thickness.
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    marrow_space : (Z, Y, X) ndarray of bool, optional
+        Where marrow can be (e.g. the endocortical region); default everywhere. Marrow is
+        ``marrow_space & ~bone``; for Tb.Sp and Tb.N its outside bounds the marrow like bone.
+    convention : {"corrected", "uncorrected"}
+        Local-thickness convention for Tb.Th and Tb.Sp (see
+        :func:`~ctmorph.morphometry.local_thickness`). Tb.N does not depend on it.
+
+    Returns
+    -------
+    dict of str to float
+        The keys of :data:`TRABECULAR_COLUMNS`, in that order, with those units: ``TV``,
+        ``BV`` (mm³), ``BV/TV`` (%), ``BS`` (mm²), ``BS/BV``, ``BS/TV`` (1/mm), ``Tb.Th``,
+        ``Tb.Th.SD``, ``Tb.Th.Max``, ``Tb.Sp``, ``Tb.Sp.SD``, ``Tb.Sp.Max`` (mm), ``Tb.N``,
+        ``Tb.N.model`` (1/mm).
+
+    Raises
+    ------
+    ConfigError
+        Bad arrays (not 3-D, not boolean, shapes differ), spacing or convention.
+    SegmentationError
+        The VOI is empty, holds no bone, or holds no marrow (all bone).
+
+    Notes
+    -----
+    Tb.Th and Tb.Sp are volume-weighted means (SD: population SD over voxels) of the local
+    thickness (Hildebrand & Rüegsegger 1997) of bone and marrow over their VOI voxels.
+    Tb.N is direct (:func:`~ctmorph.morphometry.tbn.midaxis_spacing`); Tb.N.model is the
+    plate-model ``(BV/TV) / Tb.Th`` for comparison with CTAn. BS is computed by
+    :func:`~ctmorph.morphometry.bone_surface`.
+    """
+    _check_convention(convention)
+    bone = as_mask(bone, "bone")
+    voi = as_mask(voi, "voi", bone.shape)
+    sp = normalize_spacing(spacing)
+    if marrow_space is None:
+        marrow = ~bone
+    else:
+        marrow = as_mask(marrow_space, "marrow_space", bone.shape) & ~bone
+
+    n_voi = int(np.count_nonzero(voi))
+    if n_voi == 0:
+        raise SegmentationError("VOI is empty (no voxel selected)")
+    box = bounding_box(voi)
+    voi_b = crop(voi, box)
+    bone_sel = voi_b & crop(bone, box)
+    marrow_sel = voi_b & crop(marrow, box)
+    n_bone = int(np.count_nonzero(bone_sel))
+    if n_bone == 0:
+        raise SegmentationError("VOI contains no bone voxels")
+    if not marrow_sel.any():
+        if n_bone == n_voi:
+            raise SegmentationError("VOI is entirely bone: no marrow, Tb.Sp undefined")
+        raise SegmentationError(
+            "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
+            "Tb.Sp undefined"
+        )
+
+    vv = voxel_volume(sp)
+    tv = n_voi * vv
+    bv = n_bone * vv
+    bs = bone_surface(bone, voi, spacing=sp)
+    th, th_sd, th_max = _stats(_thickness_map(bone, sp, convention, box), bone_sel)
+    spc, sp_sd, sp_max = _stats(_thickness_map(marrow, sp, convention, box), marrow_sel)
+    del marrow
+    tbn = 1.0 / midaxis_spacing(bone, voi, spacing=sp, marrow_space=marrow_space)
+    return {
+        "TV": tv,
+        "BV": bv,
+        "BV/TV": 100.0 * bv / tv,
+        "BS": bs,
+        "BS/BV": bs / bv,
+        "BS/TV": bs / tv,
+        "Tb.Th": th,
+        "Tb.Th.SD": th_sd,
+        "Tb.Th.Max": th_max,
+        "Tb.Sp": spc,
+        "Tb.Sp.SD": sp_sd,
+        "Tb.Sp.Max": sp_max,
+        "Tb.N": tbn,
+        "Tb.N.model": (bv / tv) / th,
+    }
