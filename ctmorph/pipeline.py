@@ -29,7 +29,7 @@ from .calibration import (
 from .config import AnalysisConfig
 from .errors import CalibrationError, SegmentationError
 from .io import Scan, read_scan
-from .morphometry import trabecular_morphometry
+from .morphometry import anisotropy, connectivity, smi, trabecular_morphometry
 from .segment.femur import auto_trabecular_voi
 from .segment.threshold import binarize, despeckle, grey_histogram, otsu_threshold
 
@@ -87,6 +87,24 @@ def software_versions() -> dict[str, str]:
         "numba": numba.__version__,
         "tifffile": tifffile.__version__,
     }
+
+
+def structure_metrics(
+    bone: np.ndarray, voi: np.ndarray, *, spacing: tuple[float, float, float]
+) -> dict[str, float]:
+    """Connectivity, SMI and MIL anisotropy of the bone in the VOI (context around it).
+
+    Returns the ``Euler``, ``Euler.corrected``, ``Conn``, ``Conn.D`` (1/mm³), ``SMI``,
+    ``SMI+``, ``SMI-``, ``SMI.concave_fraction``, ``DA``, ``MIL.min/mid/max`` (mm) and
+    ``MIL.dir.z/y/x`` columns; see :mod:`ctmorph.columns` for definitions.
+    """
+    out: dict[str, float] = {}
+    out.update(connectivity(bone, voi, spacing=spacing))
+    s = smi(bone, voi, spacing=spacing)
+    out.update({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
+                "SMI.concave_fraction": s["concave_fraction"]})
+    out.update(anisotropy(bone, voi, spacing=spacing).as_dict())
+    return {k: float(v) for k, v in out.items()}
 
 
 def scan_histogram(scan: Scan) -> np.ndarray:
@@ -231,6 +249,7 @@ def measure_scan(
         )
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
+    metrics.update(structure_metrics(bone[a:b], voi, spacing=spacing))
 
     if cal is not None:
         metrics.update(

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from ctmorph.cli import cli
 from ctmorph.io.writer import write_nrecon_folder
-from ctmorph.phantoms import grey_from_mask, plates
+from ctmorph.phantoms import grey_from_mask, plates, rod_lattice
 from ctmorph.phantoms.femur import make_femur
 
 CONTRACT = ["scan", "group", "status", "error", "voxel_um", "threshold", "ref_slice",
@@ -183,6 +183,24 @@ def test_roi_full_on_a_plate_phantom_folder(tmp_path):
     assert abs(r["Tb.Th"] - 5 * h) <= 0.5 * h + 1e-9
     assert abs(r["Tb.Sp"] - 9 * h) <= 0.5 * h + 1e-9
     assert r["Tb.N"] == pytest.approx(1 / (14 * h), rel=0.08)
+    assert abs(r["SMI"]) < 0.5  # plates: SMI 0
+    assert r["DA"] > 0.9  # parallel plates: fully anisotropic
+    assert abs(r["MIL.dir.z"]) < 0.1  # longest intercepts lie in the plates, not across them
+
+
+def test_roi_full_on_a_rod_lattice_folder(tmp_path):
+    # cubic lattice of rods, pitch 10 voxels of 15 µm: Conn.D = 2 / p³ in the infinite lattice
+    p, h = 10, 0.015
+    mask = rod_lattice((60, 60, 60), p, 3.5)
+    grey = grey_from_mask(mask, blur=0.0, noise=0.0)
+    write_nrecon_folder(tmp_path / "rods", grey, voxel_size_um=15.0, file_type="png")
+    out = tmp_path / "out"
+    res = _run(["analyze", str(tmp_path / "rods"), "--roi", "full", "--threshold", "130",
+                "--smooth-sigma", "0", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    r = pd.read_csv(out / "morphometry.csv").iloc[0]
+    assert r["Conn.D"] == pytest.approx(2 / (p * h) ** 3, rel=0.15)
+    assert r["DA"] < 0.15  # three equal rod directions: isotropic fabric
 
 
 def test_inspect_prints_the_log(study):

@@ -3,13 +3,21 @@
 Each submodule lists its public names in ``__all__``; this package re-exports them.
 """
 
+from .anisotropy import Fabric, anisotropy, hemisphere_directions
 from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
+from .connectivity import connectivity
+from .smi import smi
 from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
 from .thickness import CONVENTIONS, distance_transform, local_thickness
 from .trabecular import TRABECULAR_COLUMNS, trabecular_morphometry
 
 __all__ = [
     "CONVENTIONS",
+    "Fabric",
+    "anisotropy",
+    "connectivity",
+    "hemisphere_directions",
+    "smi",
     "TRABECULAR_COLUMNS",
     "bone_surface",
     "bone_volume",
