@@ -497,6 +497,18 @@ def _write_scan_outputs(res: ScanResult, folder: Path, write_qc: bool) -> None:
     atomic_write_text(
         folder / "morphometry.json", json.dumps(payload, indent=2, default=_json_default)
     )
+    if res.maps:
+        import tifffile
+
+        um = float(res.row["voxel_um"])
+        for name, m in res.maps.items():
+            with atomic_path(folder / "maps" / f"{name}.tif") as tmp:
+                # ImageJ hyperstack with the voxel size, values in mm
+                tifffile.imwrite(
+                    tmp, m.astype(np.float32), imagej=True,
+                    resolution=(1000.0 / um, 1000.0 / um),
+                    metadata={"spacing": um / 1000.0, "unit": "mm", "axes": "ZYX"},
+                )
     if write_qc and res.qc is not None:
         from .qc import write_qc_pictures
 

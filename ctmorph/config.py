@@ -57,6 +57,9 @@ class AnalysisConfig:
     strict_calibration : bool
         Fail a scan whose reconstruction settings differ from the calibration's, instead of
         warning and flagging it in ``calibration_mismatch``.
+    save_maps : bool
+        Also write the local thickness and separation maps of the VOI slab as float32 TIFF
+        stacks in mm (``OUT/<scan>/maps/``), for viewing in Fiji.
     """
 
     threshold: float | Literal["otsu"] = "otsu"
@@ -74,6 +77,7 @@ class AnalysisConfig:
     threshold_density: float | None = None
     tmd_erosion_vox: float = 1.0
     strict_calibration: bool = False
+    save_maps: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, str):

@@ -29,7 +29,13 @@ from .calibration import (
 from .config import AnalysisConfig
 from .errors import CalibrationError, SegmentationError
 from .io import Scan, read_scan
-from .morphometry import anisotropy, connectivity, smi, trabecular_morphometry
+from .morphometry import (
+    anisotropy,
+    connectivity,
+    local_thickness,
+    smi,
+    trabecular_morphometry,
+)
 from .segment.femur import auto_trabecular_voi
 from .segment.threshold import binarize, despeckle, grey_histogram, otsu_threshold
 
@@ -69,6 +75,7 @@ class ScanResult:
     row: dict[str, Any]
     details: dict[str, Any]
     qc: QcData | None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def software_versions() -> dict[str, str]:
@@ -105,6 +112,34 @@ def structure_metrics(
                 "SMI.concave_fraction": s["concave_fraction"]})
     out.update(anisotropy(bone, voi, spacing=spacing).as_dict())
     return {k: float(v) for k, v in out.items()}
+
+
+def thickness_maps(
+    bone: np.ndarray,
+    marrow_space: np.ndarray,
+    *,
+    spacing: tuple[float, float, float],
+    convention: str,
+) -> dict[str, np.ndarray]:
+    """Local thickness of bone and of marrow (float32, mm, 0 outside each phase)."""
+    return {
+        "thickness": local_thickness(bone, spacing=spacing, convention=convention),
+        "separation": local_thickness(marrow_space & ~bone, spacing=spacing,
+                                      convention=convention),
+    }
+
+
+def thickness_histogram(values: np.ndarray, bin_mm: float) -> dict[str, list]:
+    """Histogram of local-thickness values with bins one voxel wide.
+
+    Returns ``{"bin_edges_mm": [...], "counts": [...]}`` (counts of voxels, so the histogram
+    is volume-weighted like Tb.Th and Tb.Sp).
+    """
+    vmax = float(values.max()) if values.size else 0.0
+    n = max(1, int(np.ceil(vmax / bin_mm + 1e-9)))
+    counts, edges = np.histogram(values, bins=n, range=(0.0, n * bin_mm))
+    return {"bin_edges_mm": [round(float(e), 9) for e in edges],
+            "counts": [int(c) for c in counts]}
 
 
 def scan_histogram(scan: Scan) -> np.ndarray:
@@ -250,6 +285,18 @@ def measure_scan(
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
     metrics.update(structure_metrics(bone[a:b], voi, spacing=spacing))
+    maps = thickness_maps(bone[a:b], region[a:b], spacing=spacing,
+                          convention=cfg.thickness_convention)
+    histograms = {
+        "Tb.Th": thickness_histogram(maps["thickness"][voi & bone[a:b]], spacing[0]),
+        "Tb.Sp": thickness_histogram(maps["separation"][voi & region[a:b] & ~bone[a:b]],
+                                     spacing[0]),
+    }
+    if cfg.save_maps:
+        for m in maps.values():
+            m[~voi] = 0.0
+    else:
+        maps = {}
 
     if cal is not None:
         metrics.update(
@@ -322,10 +369,11 @@ def measure_scan(
             "distal_end": distal_end,
         },
         "results": metrics,
+        "histograms": histograms,
         "calibration": cal.to_dict() if cal is not None else None,
         "versions": software_versions(),
         "input_hash": row["input_hash"],
         "config_hash": row["config_hash"],
     }
     logger.info("%s: done in %.1f s", scan.name, row["seconds"])
-    return ScanResult(row=row, details=details, qc=qc)
+    return ScanResult(row=row, details=details, qc=qc, maps=maps)

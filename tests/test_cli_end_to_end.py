@@ -175,10 +175,24 @@ def test_roi_full_on_a_plate_phantom_folder(tmp_path):
     write_nrecon_folder(tmp_path / "plates", grey, voxel_size_um=20.0, file_type="tif")
     out = tmp_path / "out"
     res = _run(["analyze", str(tmp_path / "plates"), "--roi", "full", "--threshold", "130",
-                "--smooth-sigma", "0", "-o", str(out)])
+                "--smooth-sigma", "0", "--save-maps", "-o", str(out)])
     assert res.exit_code == 0, res.output
     r = pd.read_csv(out / "morphometry.csv").iloc[0]
     h = 0.02
+    # every bone voxel of a whole 5-voxel plate has local thickness 5.5 voxels (corrected);
+    # the 2-voxel remnant cut by the image border at z = 0..1 measures 2·2 - 0.5 = 3.5 voxels
+    # (sphere centres lie inside the image; the border itself does not limit them)
+    hist = json.loads((out / "plates" / "morphometry.json").read_text())["histograms"]
+    counts = np.array(hist["Tb.Th"]["counts"])
+    assert mask[:2].all() and not mask[2:5].any()
+    assert counts[5] == mask[2:].sum() and counts[3] == mask[:2].sum()
+    assert np.array(hist["Tb.Sp"]["counts"]).sum() == (~mask).sum()
+    import tifffile
+
+    th_map = tifffile.imread(out / "plates" / "maps" / "thickness.tif")
+    assert th_map.shape == mask.shape
+    np.testing.assert_allclose(th_map[2:][mask[2:]], 5.5 * h, rtol=1e-5)
+    assert (th_map[~mask] == 0).all()
     assert r["BV/TV"] == pytest.approx(100 * mask.mean())
     assert abs(r["Tb.Th"] - 5 * h) <= 0.5 * h + 1e-9
     assert abs(r["Tb.Sp"] - 9 * h) <= 0.5 * h + 1e-9
