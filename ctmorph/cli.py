@@ -139,6 +139,11 @@ def _progress_factory():
               help="TMD leaves out bone within this many voxels of the surface.")
 @click.option("--strict", is_flag=True,
               help="Fail scans whose reconstruction settings differ from the calibration's.")
+@click.option("--cortical-offset-mm", type=float,
+              help="Also measure cortical bone in a diaphyseal VOI this far proximal of the "
+                   "growth-plate reference (mm).")
+@click.option("--cortical-height-mm", type=float, default=1.0, show_default=True,
+              help="Length of the cortical VOI (mm).")
 @click.option("--save-maps", is_flag=True,
               help="Write thickness/separation maps of the VOI (TIFF, mm) for Fiji.")
 @click.option("--no-qc", is_flag=True, help="Skip QC pictures.")
@@ -154,8 +159,8 @@ def _progress_factory():
 @_handle_errors
 def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_mm,
             roi_height_mm, distal_end, voxel_size, smooth_sigma, thickness_convention,
-            calibration, threshold_density, tmd_erosion_vox, strict, save_maps, no_qc,
-            jobs, force, scheduler) -> None:
+            calibration, threshold_density, tmd_erosion_vox, strict, cortical_offset_mm,
+            cortical_height_mm, save_maps, no_qc, jobs, force, scheduler) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
     from .batch import read_groups, run_analysis
 
@@ -182,6 +187,8 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
         tmd_erosion_vox=tmd_erosion_vox,
         strict_calibration=strict,
         save_maps=save_maps,
+        cortical_offset_mm=cortical_offset_mm,
+        cortical_height_mm=cortical_height_mm,
     )
     if calibration is not None:
         from .calibration import load_calibration

@@ -57,6 +57,11 @@ class AnalysisConfig:
     strict_calibration : bool
         Fail a scan whose reconstruction settings differ from the calibration's, instead of
         warning and flagging it in ``calibration_mismatch``.
+    cortical_offset_mm : float or None
+        With ``roi="auto"``: also measure cortical bone in a diaphyseal VOI starting this far
+        proximal of the growth-plate reference (None = no cortical analysis).
+    cortical_height_mm : float
+        Length of the cortical VOI in mm.
     save_maps : bool
         Also write the local thickness and separation maps of the VOI slab as float32 TIFF
         stacks in mm (``OUT/<scan>/maps/``), for viewing in Fiji.
@@ -78,6 +83,8 @@ class AnalysisConfig:
     tmd_erosion_vox: float = 1.0
     strict_calibration: bool = False
     save_maps: bool = False
+    cortical_offset_mm: float | None = None
+    cortical_height_mm: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.threshold, str):
@@ -122,6 +129,17 @@ class AnalysisConfig:
                 raise ConfigError(
                     f"threshold_density must be finite (g/cm³ HA), got {self.threshold_density!r}"
                 )
+        if self.cortical_offset_mm is not None:
+            if self.roi != "auto":
+                raise ConfigError("a cortical VOI is placed from the growth plate: needs roi=auto")
+            if not self.cortical_offset_mm >= 0:
+                raise ConfigError(
+                    f"cortical_offset_mm must be >= 0 mm, got {self.cortical_offset_mm!r}"
+                )
+        if not self.cortical_height_mm > 0:
+            raise ConfigError(
+                f"cortical_height_mm must be > 0 mm, got {self.cortical_height_mm!r}"
+            )
         if not self.tmd_erosion_vox >= 0:
             raise ConfigError(f"tmd_erosion_vox must be >= 0 voxels, got {self.tmd_erosion_vox!r}")
 

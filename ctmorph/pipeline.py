@@ -32,11 +32,12 @@ from .io import Scan, read_scan
 from .morphometry import (
     anisotropy,
     connectivity,
+    cortical_morphometry,
     local_thickness,
     smi,
     trabecular_morphometry,
 )
-from .segment.femur import auto_trabecular_voi
+from .segment.femur import auto_trabecular_voi, periosteal_envelope
 from .segment.threshold import binarize, despeckle, grey_histogram, otsu_threshold
 
 __all__ = ["analyze_scan", "measure_scan", "ScanResult", "QcData", "STAGES", "software_versions"]
@@ -148,6 +149,22 @@ def scan_histogram(scan: Scan) -> np.ndarray:
     for i in range(scan.shape[0]):
         hist += grey_histogram(scan.read_slice(i), gmax=scan.gmax, no_data_zero=scan.no_data_zero)
     return hist
+
+
+def _proximal_range(
+    ref: int, distal_end: str, offset_mm: float, height_mm: float, dz: float, nz: int
+) -> tuple[int, int]:
+    """Array index range ``[z0, z1)`` from ``offset_mm`` to ``offset_mm + height_mm``
+    proximal of slice ``ref``, clipped to the stack (empty when it lies beyond the end)."""
+    a = int(round(offset_mm / dz))
+    n = int(round(height_mm / dz))
+    if distal_end == "first":
+        z0, z1 = ref + a, ref + a + n
+    else:
+        z0, z1 = ref - a - n + 1, ref - a + 1
+    if z0 < 0 or z1 > nz:
+        return 0, 0
+    return z0, z1
 
 
 def analyze_scan(
@@ -307,6 +324,36 @@ def measure_scan(
             )
         )
 
+    cortical: dict[str, Any] = {}
+    if cfg.cortical_offset_mm is not None and ref_index is not None:
+        c0, c1 = _proximal_range(ref_index, distal_end, cfg.cortical_offset_mm,
+                                 cfg.cortical_height_mm, spacing[0], nz)
+        if c1 <= c0:
+            raise SegmentationError(
+                f"{scan.name}: the scan ends before the cortical VOI "
+                f"({cfg.cortical_offset_mm:g}-{cfg.cortical_offset_mm + cfg.cortical_height_mm:g}"
+                " mm proximal of the growth plate)"
+            )
+        # cortical bone: bone outside the endocortical region, so trabeculae attached to the
+        # endosteal surface are not counted as cortex
+        slab = bone[c0:c1] & ~region[c0:c1]
+        try:
+            cortical = cortical_morphometry(
+                slab, periosteal_envelope(bone[c0:c1], spacing=spacing), spacing=spacing,
+                thickness_convention=cfg.thickness_convention,
+            )
+        except SegmentationError as exc:
+            raise SegmentationError(f"{scan.name}: cortical VOI: {exc}") from None
+        cortical = {"ct_first_slice": int(scan.sections[c0]),
+                    "ct_last_slice": int(scan.sections[c1 - 1]), **cortical}
+        if cal is not None:
+            dens = density_metrics(
+                grey[c0:c1], slab, np.ones_like(slab), scan_window=window, gmax=scan.gmax,
+                calibration=cal, tmd_erosion_vox=cfg.tmd_erosion_vox,
+                valid=None if valid is None else valid[c0:c1],
+            )
+            cortical["Ct.TMD"] = dens["TMD"]
+
     sections = scan.sections
     row: dict[str, Any] = {
         "scan": scan.name,
@@ -328,6 +375,7 @@ def measure_scan(
         "voi_height_mm": (z1 - z0) * spacing[0],
     }
     row.update(metrics)
+    row.update(cortical)
     row.update(
         {
             "smooth_sigma_vox": cfg.smooth_sigma_vox,

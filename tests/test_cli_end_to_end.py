@@ -222,3 +222,37 @@ def test_inspect_prints_the_log(study):
     res = _run(["inspect", str(root / "scans" / "sham_a")])
     assert res.exit_code == 0, res.output
     assert "9" in res.output and "bmp" in res.output.lower()
+
+
+def test_cortical_voi_matches_the_generator(study, tmp_path):
+    root, truth = study
+    f = make_femur(group="sham", seed=1, shape_yx=(160, 160), distal_first=True)
+    h = f.voxel_um / 1000
+    n_left = f.grey.shape[0] - f.ref_index  # slices proximal of the reference, ref included
+    offset = round((n_left * h - 0.3), 3)
+    out = tmp_path / "out"
+    # threshold halfway between marrow (60) and cortical bone (215) of the generator, so the
+    # segmented wall neither grows nor shrinks; a threshold off the midpoint moves both
+    # surfaces of the ~14-voxel wall and changes Ct.Ar by several per cent
+    res = _run(["analyze", str(root / "scans" / "sham_a"), "--group", "sham",
+                "--threshold", "137.5",
+                "--cortical-offset-mm", str(offset), "--cortical-height-mm", "0.2",
+                "--no-qc", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    r = pd.read_csv(out / "morphometry.csv").iloc[0]
+    z0 = r.ct_first_slice - 0  # sham_a starts at section 0
+    z1 = r.ct_last_slice + 1
+    assert (z1 - z0) * h == pytest.approx(0.2, abs=h)
+    cortex = f.cortex_truth[z0:z1]
+    inside = cortex | f.endocortical_truth[z0:z1]
+    px = h * h
+    ct_ar = cortex.sum(axis=(1, 2)).mean() * px
+    tt_ar = inside.sum(axis=(1, 2)).mean() * px
+    # segmentation of a blurred, noisy image: areas within 5 % of the generator's labels
+    assert r["Ct.Ar"] == pytest.approx(ct_ar, rel=0.05)
+    assert r["Tt.Ar"] == pytest.approx(tt_ar, rel=0.05)
+    assert r["Ma.Ar"] == pytest.approx(r["Tt.Ar"] - r["Ct.Ar"])
+    # too far: the scan ends before the cortical VOI
+    res = _run(["analyze", str(root / "scans" / "sham_a"), "--group", "sham",
+                "--cortical-offset-mm", "9", "--no-qc", "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 1 and "ends before the cortical VOI" in res.output

@@ -6,6 +6,7 @@ Each submodule lists its public names in ``__all__``; this package re-exports th
 from .anisotropy import Fabric, anisotropy, hemisphere_directions
 from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
 from .connectivity import connectivity
+from .cortical import CORTICAL_COLUMNS, cortical_morphometry
 from .smi import smi
 from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
 from .thickness import CONVENTIONS, distance_transform, local_thickness
@@ -13,6 +14,8 @@ from .trabecular import TRABECULAR_COLUMNS, trabecular_morphometry
 
 __all__ = [
     "CONVENTIONS",
+    "CORTICAL_COLUMNS",
+    "cortical_morphometry",
     "Fabric",
     "anisotropy",
     "connectivity",
