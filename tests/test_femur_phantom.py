@@ -1,0 +1,184 @@
+"""The synthetic rat distal femur and the sample-study generator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ctmorph.errors import ConfigError
+from ctmorph.phantoms.femur import GROUPS, LABELS, _study_design, make_femur, make_sample_study
+
+SMALL = dict(shape_yx=(64, 64), length_mm=1.4)
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def femurs():
+    """One 160 px femur per group (full length, so the truth VOI is complete)."""
+    return {g: make_femur(group=g, seed=7, shape_yx=(160, 160)) for g in GROUPS}
+
+
+def test_same_seed_gives_identical_bytes():
+    a = make_femur(seed=3, **SMALL)
+    b = make_femur(seed=3, **SMALL)
+    assert _digest(a.grey) == _digest(b.grey)
+    assert _digest(a.labels) == _digest(b.labels)
+    assert a.ref_index == b.ref_index
+    assert json.dumps(a.params, sort_keys=True) == json.dumps(b.params, sort_keys=True)
+
+
+def test_different_seed_gives_a_different_femur():
+    a = make_femur(seed=3, **SMALL)
+    b = make_femur(seed=4, **SMALL)
+    assert _digest(a.grey) != _digest(b.grey)
+    assert np.count_nonzero(a.bone_truth != b.bone_truth) > 0.01 * a.bone_truth.size
+
+
+def test_proximal_first_is_the_reversed_stack():
+    a = make_femur(seed=5, distal_first=True, **SMALL)
+    b = make_femur(seed=5, distal_first=False, **SMALL)
+    assert a.distal_end == "first" and b.distal_end == "last"
+    np.testing.assert_array_equal(b.grey, a.grey[::-1])
+    n = a.grey.shape[0]
+    assert b.ref_index == n - 1 - a.ref_index
+    assert (b.voi_truth.z0, b.voi_truth.z1) == (n - a.voi_truth.z1, n - a.voi_truth.z0)
+
+
+def test_voi_bv_tv_per_group_near_design_and_ordered(femurs):
+    bv = {}
+    for g, f in femurs.items():
+        assert f.voi_truth.complete
+        mask = f.voi_mask()
+        bv[g] = f.bone_truth[mask].mean()
+        assert bv[g] == pytest.approx(f.voi_truth.bv_tv)
+        assert bv[g] == pytest.approx(GROUPS[g].bv_tv, abs=0.02), g
+    assert bv["sham"] > bv["OVX+Exos"] > bv["OVX"]
+
+
+def test_reference_slice_is_the_first_without_cartilage(femurs):
+    f = femurs["sham"]
+    cart = (f.labels == LABELS["cartilage"]).any(axis=(1, 2))
+    ref = f.ref_index
+    assert cart[ref - 1] and not cart[ref:].any()
+    # the plate is a band of cartilage about plate_thickness + 2 * unevenness long
+    band = np.flatnonzero(cart)
+    length_mm = (band[-1] - band[0] + 1) * f.spacing[0]
+    p = f.params
+    assert p["plate_thickness_mm"] <= length_mm <= (
+        p["plate_thickness_mm"] + 2 * p["plate_unevenness_mm"] + 0.02
+    )
+    # ... at about the design distance from the distal end
+    assert ref * f.spacing[0] == pytest.approx(p["ref_mm_from_distal"])
+    assert 0.85 <= p["ref_mm_from_distal"] <= 1.1
+
+
+def test_grey_levels_look_like_an_nrecon_8bit_export(femurs):
+    f = femurs["OVX"]
+    assert f.grey.dtype == np.uint8
+    core = f.labels[:, 40:-40, 40:-40]
+    g = f.grey[:, 40:-40, 40:-40]
+    for name, lo, hi in [("marrow", 50, 80), ("cortical", 190, 230)]:
+        assert lo < np.median(g[core == LABELS[name]]) < hi, name
+    assert np.median(f.grey[:, :4, :4]) < 25  # air in the corners
+    soft = f.grey[f.labels == LABELS["soft_tissue"]]
+    assert 45 < np.median(soft) < 80
+    # cartilage looks like marrow, not like bone
+    cart = f.grey[f.labels == LABELS["cartilage"]]
+    assert 50 < np.median(cart) < 90
+    # noise: SD of a flat marrow region about 6 grey values
+    m = ((f.labels == LABELS["marrow"]) & (f.grey > 40) & (f.grey < 90))
+    assert 4 < f.grey[m].std() < 9
+
+
+def test_anatomy_cortex_and_condyles(femurs):
+    f = femurs["sham"]
+    vox = f.spacing[0]
+    env = f.labels >= LABELS["marrow"]
+    area = env.sum(axis=(1, 2))
+    ref = f.ref_index
+    # condyles wider than the metaphyseal shaft
+    assert area[ref - 40 : ref - 20].mean() > 1.08 * area[ref + 250 : ref + 270].mean()
+    # metaphyseal cortex 0.1-0.15 mm thick (area / mean perimeter of a tube)
+    z = f.voi_truth.z0 + 50
+    cort = (f.labels[z] == LABELS["cortical"]).sum() * vox**2
+    outer = env[z].sum() * vox**2
+    inner = outer - cort
+    t = (np.sqrt(outer / np.pi) - np.sqrt(inner / np.pi))
+    assert 0.09 <= t <= 0.16
+    # diaphysis-like proximal end: empty marrow inside the tube
+    last = f.labels[-3:]
+    assert not (last == LABELS["trabecular"]).any()
+
+
+def test_group_thickness_slightly_lower_in_ovx(femurs):
+    # plate-model trabecular thickness 2 BV / BS, BS from the bone/marrow voxel faces
+    th = {}
+    for g in ("sham", "OVX"):
+        f = femurs[g]
+        m = f.voi_mask()
+        b = f.bone_truth & m
+        faces = sum(np.count_nonzero(np.diff(b.astype(np.int8), axis=a)) for a in range(3))
+        th[g] = 2 * b.sum() / faces * f.spacing[0] * 1.5  # 1.5: face counts overestimate BS
+    assert 0.05 < th["OVX"] < th["sham"] < 1.4 * th["OVX"]
+    assert th["sham"] < 0.12
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="group must be one of"):
+        make_femur(group="ovx")
+    with pytest.raises(ConfigError, match="bv_tv must be within"):
+        make_femur(bv_tv=0.9, **SMALL)
+    with pytest.raises(ConfigError, match="too short to hold the growth plate"):
+        make_femur(shape_yx=(64, 64), length_mm=0.5)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_sample_study_layout_truth_and_determinism(tmp_path):
+    from ctmorph.io import read_scan
+
+    a = tmp_path / "a"
+    rec = make_sample_study(a, seed=11, animals_per_group=1, shape_yx=(64, 64), jobs=1)
+    first = _tree_digest(a)
+    # regenerating in place (with two workers) gives the same bytes, replaces the folders
+    # atomically and leaves no temporaries
+    assert make_sample_study(a, seed=11, animals_per_group=1, shape_yx=(64, 64), jobs=2) == rec
+    assert _tree_digest(a) == first
+    assert not [p for p in a.iterdir() if p.name.startswith(".")]
+
+    names = [r["scan"] for r in rec]
+    assert names == ["sham_01", "OVX_01", "OVXExos_01"]
+    assert (a / "groups.csv").read_text() == (
+        "scan,group\nsham_01,sham\nOVX_01,OVX\nOVXExos_01,OVX+Exos\n"
+    )
+    truth = json.loads((a / "truth.json").read_text(encoding="utf-8"))
+    assert truth["scans"] == rec and truth["study_seed"] == 11
+    assert [r["distal_end"] for r in rec] == ["first", "first", "last"]
+    for r in rec:
+        folder = a / r["scan"]
+        first = r["first_section"]
+        assert (folder / f"{r['scan']}_rec{first:04d}.bmp").is_file()
+        assert (folder / f"{r['scan']}_rec.log").is_file()
+        scan = read_scan(folder)
+        assert scan.voxel_size_um == pytest.approx(9.0)
+        sections = np.asarray(scan.sections)
+        assert sections[0] == first and sections.size == r["n_slices"]
+        assert r["ref_slice"] == sections[r["ref_index"]]
+        assert r["voi_last_slice"] - r["voi_first_slice"] + 1 == round(2.0 / 0.009)
+        assert 0 < r["bv_tv_truth"] < 100  # (too few trabeculae at 64 px to match the design)
+    assert any(r["first_section"] > 0 for r in rec)
+    # a different study seed gives other animals
+    assert [d["seed"] for d in _study_design(12, 1)] != [r["seed"] for r in rec]
