@@ -31,7 +31,7 @@ samples: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ctmorph samples $(SAMPLES) --if-missing
 	$(BIN)/ctmorph analyze $(SAMPLES) --groups $(SAMPLES)/groups.csv -o $(OUT)
-	$(BIN)/ctmorph report $(OUT)
+	$(BIN)/ctmorph report $(OUT) --control sham --model OVX
 	@echo ""
 	@echo "Per-animal morphometry: $(OUT)/morphometry.csv"
 	@echo "Group summary:          $(OUT)/report/group_summary.csv"
