@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 SAMPLES := sample_scans
 OUT    ?= results/demo
 
-.PHONY: demo test lint bench samples clean venv analyze report
+.PHONY: demo test lint bench samples clean venv analyze report validation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,11 +53,15 @@ $(BSTAMP): benchmarks/requirements.txt | $(STAMP)
 bench: $(STAMP) $(BSTAMP)
 	$(BIN)/python benchmarks/bench_peers.py --write docs/performance.md $(BENCH_ARGS)
 
+# Regenerate docs/validation.md (every metric on analytic phantoms, about 10 s)
+validation: $(STAMP)
+	$(BIN)/python scripts/make_validation.py --write docs/validation.md
+
 lint: $(TSTAMP)
-	$(BIN)/ruff check ctmorph tests benchmarks
+	$(BIN)/ruff check ctmorph tests benchmarks scripts
 
 test: $(TSTAMP)
-	$(BIN)/ruff check ctmorph tests benchmarks
+	$(BIN)/ruff check ctmorph tests benchmarks scripts
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -56,6 +56,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("Tb.Sp.Max", "mm", "largest local marrow thickness in the VOI", HILDEBRAND_1997),
     Column("Tb.N", "1/mm", "trabecular number, direct: 1 / mean distance between the mid-axes (skeleton) of the bone", HILDEBRAND_1999),
     Column("Tb.N.model", "1/mm", "trabecular number, plate model: (BV/TV) / Tb.Th, as quoted by CTAn users", "Parfitt AM et al. (1987) J Bone Miner Res 2:595-610"),
+    Column("Tb.Pf", "1/mm", "trabecular pattern factor (BS1 - BS2)/(BV1 - BV2) after a one-voxel 6-neighbourhood dilation; surfaces by marching cubes and volumes by voxels in the VOI (convex > 0, concave < 0)", "Hahn M et al. (1992) Bone 13:327-330"),
     Column("Conn", "", "connectivity 1 - χ of the bone after Odgaard-Gundersen edge correction", "Odgaard A, Gundersen HJ (1993) Bone 14:173-182"),
     Column("Conn.D", "1/mm³", "connectivity density (1 - χ) / TV, 26-connected bone, edge corrected", "Odgaard A, Gundersen HJ (1993) Bone 14:173-182"),
     Column("Euler", "", "Euler characteristic χ of the bone in the VOI (26-connected bone, 6-connected marrow), uncorrected"),

@@ -34,6 +34,7 @@ from .morphometry import (
     connectivity,
     cortical_morphometry,
     local_thickness,
+    pattern_factor,
     smi,
     trabecular_morphometry,
 )
@@ -104,7 +105,7 @@ def structure_metrics(
 
     Returns the ``Euler``, ``Euler.corrected``, ``Conn``, ``Conn.D`` (1/mm³), ``SMI``,
     ``SMI+``, ``SMI-``, ``SMI.concave_fraction``, ``DA``, ``MIL.min/mid/max`` (mm) and
-    ``MIL.dir.z/y/x`` columns; see :mod:`ctmorph.columns` for definitions.
+    ``MIL.dir.z/y/x`` and ``Tb.Pf`` (1/mm) columns; see :mod:`ctmorph.columns` for definitions.
     """
     out: dict[str, float] = {}
     out.update(connectivity(bone, voi, spacing=spacing))
@@ -112,6 +113,7 @@ def structure_metrics(
     out.update({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
                 "SMI.concave_fraction": s["concave_fraction"]})
     out.update(anisotropy(bone, voi, spacing=spacing).as_dict())
+    out["Tb.Pf"] = pattern_factor(bone, voi, spacing=spacing)
     return {k: float(v) for k, v in out.items()}
 
 

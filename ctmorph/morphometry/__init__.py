@@ -7,6 +7,7 @@ from .anisotropy import Fabric, anisotropy, hemisphere_directions
 from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
 from .connectivity import connectivity
 from .cortical import CORTICAL_COLUMNS, cortical_morphometry
+from .pattern import pattern_factor
 from .smi import smi
 from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
 from .thickness import CONVENTIONS, distance_transform, local_thickness
@@ -20,6 +21,7 @@ __all__ = [
     "anisotropy",
     "connectivity",
     "hemisphere_directions",
+    "pattern_factor",
     "smi",
     "TRABECULAR_COLUMNS",
     "bone_surface",
