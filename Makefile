@@ -30,7 +30,8 @@ samples: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ctmorph samples $(SAMPLES) --if-missing
-	$(BIN)/ctmorph analyze $(SAMPLES) --groups $(SAMPLES)/groups.csv -o $(OUT)
+	$(BIN)/ctmorph calibrate $(SAMPLES)/phantoms/HA025 $(SAMPLES)/phantoms/HA075 --densities 0.25,0.75 -o $(OUT)/calibration.json
+	$(BIN)/ctmorph analyze $(SAMPLES) --groups $(SAMPLES)/groups.csv --calibration $(OUT)/calibration.json -o $(OUT)
 	$(BIN)/ctmorph report $(OUT) --control sham --model OVX
 	@echo ""
 	@echo "Per-animal morphometry: $(OUT)/morphometry.csv"

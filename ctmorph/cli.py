@@ -320,7 +320,9 @@ def _sample_study_complete(directory: Path) -> bool:
         scans = read_groups(groups_csv)
     except CtmorphError:
         return False
-    return bool(scans) and all(any((Path(directory) / s).glob("*.log")) for s in scans)
+    folders = [Path(directory) / s for s in scans]
+    folders += [Path(directory) / "phantoms" / p for p in ("HA025", "HA075")]
+    return bool(scans) and all(any(f.glob("*.log")) for f in folders)
 
 
 def main() -> None:  # console-script entry point

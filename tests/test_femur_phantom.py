@@ -158,6 +158,7 @@ def test_sample_study_layout_truth_and_determinism(tmp_path):
     assert make_sample_study(a, seed=11, animals_per_group=1, shape_yx=(64, 64), jobs=2) == rec
     assert _tree_digest(a) == first
     assert not [p for p in a.iterdir() if p.name.startswith(".")]
+    assert not [p for p in (a / "phantoms").iterdir() if p.name.startswith(".")]
 
     names = [r["scan"] for r in rec]
     assert names == ["sham_01", "OVX_01", "OVXExos_01"]
@@ -180,5 +181,41 @@ def test_sample_study_layout_truth_and_determinism(tmp_path):
         assert r["voi_last_slice"] - r["voi_first_slice"] + 1 == round(2.0 / 0.009)
         assert 0 < r["bv_tv_truth"] < 100  # (too few trabeculae at 64 px to match the design)
     assert any(r["first_section"] > 0 for r in rec)
+    _check_density_truth(a, truth, rec)
     # a different study seed gives other animals
     assert [d["seed"] for d in _study_design(12, 1)] != [r["seed"] for r in rec]
+
+
+def _check_density_truth(a: Path, truth: dict, rec: list[dict]) -> None:
+    """The femurs' CS window, the tissue densities and the two HA phantom scans."""
+    from ctmorph.calibration import CHECKED_SETTINGS
+    from ctmorph.io import find_scan_dirs, read_scan
+    from ctmorph.phantoms.rods import DEFAULT_HA_MODEL, cs_window_for_levels
+
+    window = cs_window_for_levels((64, 200), (0.0, 1.15))
+    assert truth["femur_cs_window"] == pytest.approx(window, abs=1e-8)
+    dens = truth["tissue_density"]
+    assert dens["marrow"] == 0.0 and dens["trabecular"] == 1.15
+    assert 1.2 < dens["cortical"] < 1.4  # (grey 215 under the same window)
+    assert truth["attenuation_model"]["calibration_slope"] == DEFAULT_HA_MODEL.slope
+    for r in rec:
+        # the truth VOI holds marrow (0) and trabecular bone (1.15) only
+        assert r["bmd_truth"] == pytest.approx(r["bv_tv_truth"] / 100 * 1.15, abs=1e-4)
+        assert r["tmd_truth"] == 1.15
+        assert read_scan(a / r["scan"]).cs_window == pytest.approx(window, abs=1e-6)
+
+    # the phantoms: outside the femur folders, found by nobody expanding the study folder
+    ph = truth["phantoms"]
+    assert [(p["scan"], p["folder"], p["density"]) for p in ph] == [
+        ("HA025", "phantoms/HA025", 0.25), ("HA075", "phantoms/HA075", 0.75)]
+    assert [d.name for d in find_scan_dirs([a])] == sorted(r["scan"] for r in rec)
+    femur = read_scan(a / rec[0]["scan"]).log.settings()
+    windows = []
+    for p in ph:
+        scan = read_scan(a / p["folder"])
+        assert scan.shape == (40, 256, 256) and scan.voxel_size_um == pytest.approx(9.0)
+        assert scan.cs_window == pytest.approx(p["cs_window"], abs=1e-6)
+        windows.append(tuple(p["cs_window"]))
+        settings = scan.log.settings()
+        assert {k: settings[k] for k in CHECKED_SETTINGS} == {k: femur[k] for k in CHECKED_SETTINGS}
+    assert windows[0] == pytest.approx(window) and windows[1] != pytest.approx(window)

@@ -4,7 +4,8 @@
 reconstruction would show it, with the truth every test needs: a tissue label per voxel, the
 growth-plate reference slice and the trabecular VOI 1.0-3.0 mm proximal of it.
 :func:`make_sample_study` writes nine such scans (sham, OVX, OVX+Exos; three animals each) as
-NRecon folders plus ``groups.csv`` and ``truth.json``.
+NRecon folders plus ``groups.csv`` and ``truth.json``, and the two HA calibration phantom scans
+(0.25 and 0.75 g/cm³) in ``phantoms/``, so BMD and TMD can be measured on the study.
 
 Anatomy along the long axis, from the distal end (all lengths in mm)::
 
@@ -29,7 +30,10 @@ about one percentage point.
 Grey values are those of an 8-bit NRecon export (air 10, soft tissue 60, marrow 64, cartilage
 68, trabecular bone 200, cortical bone 215), blurred by a Gaussian of ``blur_vox`` voxels
 (partial volume) with additive noise of SD ``noise_sd``. The noise is drawn as windows at random
-offsets into a pool of normal deviates (cheap and deterministic). All sizes are in mm, so the
+offsets into a pool of normal deviates (cheap and deterministic). The sample study writes the
+femurs with the CS window under which marrow (64) means 0 and trabecular bone (200) 1.15 g/cm³
+HA in :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL` (:data:`STUDY_DENSITY`), the model of its
+phantom scans. All sizes are in mm, so the
 femur looks the same at any voxel size; the cross-section scales with the slice size (shaft
 0.84 of the field of view) so small test femurs still fit.
 """
@@ -60,6 +64,8 @@ __all__ = [
     "FemurPhantom",
     "VoiTruth",
     "STUDY_GROUPS",
+    "STUDY_DENSITY",
+    "STUDY_PHANTOMS",
     "make_femur",
     "make_sample_study",
 ]
@@ -648,6 +654,39 @@ def make_femur(
 #: Group order of the sample study (control first).
 STUDY_GROUPS: tuple[str, ...] = ("sham", "OVX", "OVX+Exos")
 
+#: HA density (g/cm³) of the marrow and of the trabecular bone of the sample study's femurs:
+#: their CS window makes grey 64 (marrow) mean the first and grey 200 (trabecular bone) the
+#: second under ``DEFAULT_HA_MODEL`` (rat trabecular TMD is about 1.0-1.2 g/cm³ HA).
+STUDY_DENSITY: dict[str, float] = {"marrow": 0.0, "trabecular": 1.15}
+
+#: The sample study's HA phantom scans (folder under ``phantoms/``, rod density g/cm³, CS
+#: window or None for the femurs' window). Same scanner settings and voxel size as the femurs;
+#: the 0.75 rod is reconstructed with another window, as labs often do, so a calibration must go
+#: through attenuation rather than grey values.
+STUDY_PHANTOMS: tuple[tuple[str, float, tuple[float, float] | None], ...] = (
+    ("HA025", 0.25, None),
+    ("HA075", 0.75, (-0.005, 0.09)),
+)
+_PHANTOM_SLICES, _PHANTOM_SIZE, _PHANTOM_ROD_MM = 40, 256, 2.0
+
+
+def _study_cs_window() -> tuple[float, float]:
+    """CS window of the sample study's femurs (see :data:`STUDY_DENSITY`)."""
+    from .rods import cs_window_for_levels
+
+    return cs_window_for_levels(
+        (float(_GREY[_MARROW]), float(_GREY[_TRAB])),
+        (STUDY_DENSITY["marrow"], STUDY_DENSITY["trabecular"]),
+    )
+
+
+def _label_density(cs_window: tuple[float, float]) -> np.ndarray:
+    """HA density (g/cm³) of each label's grey level under ``cs_window`` (DEFAULT_HA_MODEL)."""
+    from .rods import DEFAULT_HA_MODEL as model
+
+    att = cs_window[0] + _GREY.astype(np.float64) / 255.0 * (cs_window[1] - cs_window[0])
+    return (att - model.matrix_attenuation) / model.attenuation_per_density
+
 
 def _study_design(seed: int, animals_per_group: int) -> list[dict[str, Any]]:
     """Per-scan design of the sample study: names, seeds, stack order, numbering, jitter."""
@@ -691,21 +730,29 @@ def _write_atomic_text(path: Path, text: str) -> None:
 
 
 def _write_scan_atomic(
-    out_dir: Path, name: str, phantom: FemurPhantom, first_section: int
+    out_dir: Path, name: str, phantom: FemurPhantom, first_section: int,
+    cs_window: tuple[float, float],
 ) -> None:
     """Write one NRecon folder into a temporary folder beside the target, then rename it."""
     from ..io.writer import write_nrecon_folder
 
+    _replace_atomic(out_dir, name, lambda folder: write_nrecon_folder(
+        folder,
+        phantom.grey,
+        voxel_size_um=phantom.voxel_um,
+        first_section=first_section,
+        index_length=4,
+        file_type="bmp",
+        cs_window=cs_window,
+    ))
+
+
+def _replace_atomic(out_dir: Path, name: str, write: Any) -> None:
+    """Call ``write(folder)`` on a temporary folder beside ``out_dir / name``, then rename it
+    into place (replacing an earlier one)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
     try:
-        write_nrecon_folder(
-            staging / name,
-            phantom.grey,
-            voxel_size_um=phantom.voxel_um,
-            first_section=first_section,
-            index_length=4,
-            file_type="bmp",
-        )
+        write(staging / name)
         target = out_dir / name
         old = None
         if target.exists():
@@ -718,8 +765,8 @@ def _write_scan_atomic(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], seed: int
-                    ) -> dict[str, Any]:
+def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], seed: int,
+                    cs_window: tuple[float, float]) -> dict[str, Any]:
     """Generate one scan of the study, write it, return its truth record."""
     ph = make_femur(
         group=d["group"],
@@ -734,9 +781,15 @@ def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], see
         epiphysis_mm=d["epiphysis_mm"],
         bv_tv=d["bv_tv_design"],
     )
-    _write_scan_atomic(out, d["scan"], ph, d["first_section"])
+    _write_scan_atomic(out, d["scan"], ph, d["first_section"], cs_window)
     first = d["first_section"]
     vt = ph.voi_truth
+    # truth BMD: mean painted density of the true endocortical VOI (blur and noise keep the
+    # mean, but for the cortex blurring into the rim); truth TMD: the trabecular bone's density
+    z0, z1 = vt.z0, vt.z1
+    lab_voi = ph.labels[z0:z1]
+    endo = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
+    bmd = float(_label_density(cs_window)[lab_voi[endo]].mean()) if endo.any() else math.nan
     logger.info("wrote %s (%s, ref slice %d)", d["scan"], d["group"], first + ph.ref_index)
     return {
         "scan": d["scan"],
@@ -756,12 +809,44 @@ def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], see
         "bv_tv_group_target": round(100.0 * GROUPS[d["group"]].bv_tv, 3),
         "bv_tv_design": round(100.0 * vt.bv_tv_design, 3),
         "bv_tv_truth": round(100.0 * vt.bv_tv, 3),
+        "bmd_truth": round(bmd, 5),
+        "tmd_truth": STUDY_DENSITY["trabecular"],
         "length_mm": round(ph.params["length_mm"], 4),
         "epiphysis_mm": d["epiphysis_mm"],
         "plate_thickness_mm": d["plate_thickness_mm"],
         "plate_unevenness_mm": d["plate_unevenness_mm"],
         "plate_tilt_deg": d["plate_tilt_deg"],
     }
+
+
+def _write_phantoms(out: Path, seed: int, femur_window: tuple[float, float]
+                    ) -> list[dict[str, Any]]:
+    """Write the HA phantom scans of the study into ``out / 'phantoms'``; their truth records."""
+    from .rods import make_ha_phantom
+
+    parent = out / "phantoms"
+    parent.mkdir(exist_ok=True)
+    records = []
+    for k, (name, density, window) in enumerate(STUDY_PHANTOMS):
+        win = femur_window if window is None else window
+        ph_seed = int(np.random.SeedSequence([seed, 1000 + k]).generate_state(1)[0])
+        _replace_atomic(parent, name, lambda folder, d=density, w=win, s=ph_seed: make_ha_phantom(
+            folder, [d], voxel_size_um=9.0, rod_diameter_mm=_PHANTOM_ROD_MM,
+            n_slices=_PHANTOM_SLICES, slice_size=_PHANTOM_SIZE, cs_window=w, seed=s,
+        ))
+        logger.info("wrote phantoms/%s (%g g/cm³ HA)", name, density)
+        records.append({
+            "scan": name,
+            "folder": f"phantoms/{name}",
+            "density": density,
+            "cs_window": [round(v, 8) for v in win],
+            "seed": ph_seed,
+            "voxel_um": 9.0,
+            "rod_diameter_mm": _PHANTOM_ROD_MM,
+            "n_slices": _PHANTOM_SLICES,
+            "slice_size": _PHANTOM_SIZE,
+        })
+    return records
 
 
 def make_sample_study(
@@ -781,6 +866,19 @@ def make_sample_study(
     sections by detector row. Animals differ in BV/TV (±8 % of the group design), growth-plate
     position, thickness, waviness and tilt, and scanned length. Same seed, same bytes
     (whatever ``jobs``).
+
+    The femurs carry the CS window under which marrow is 0 and trabecular bone 1.15 g/cm³ HA
+    (:data:`STUDY_DENSITY`) under :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL`, and
+    ``phantoms/HA025`` and ``phantoms/HA075`` hold scans of a 2 mm HA rod of 0.25 and
+    0.75 g/cm³ (:data:`STUDY_PHANTOMS`; same scanner settings and voxel size, 40 slices of
+    256 x 256) to calibrate on::
+
+        ctmorph calibrate STUDY/phantoms/HA025 STUDY/phantoms/HA075 --densities 0.25,0.75 \\
+            -o calibration.json
+        ctmorph analyze STUDY --groups STUDY/groups.csv --calibration calibration.json -o OUT
+
+    (``phantoms/`` holds no slices itself, so :func:`ctmorph.io.find_scan_dirs` on the study
+    folder skips it and finds the femurs only.)
 
     Parameters
     ----------
@@ -806,7 +904,10 @@ def make_sample_study(
         ``voi_last_slice`` (section numbers of the design VOI 1.0-3.0 mm proximal of the
         reference), ``bv_tv_group_target``, ``bv_tv_design`` (this animal's target) and
         ``bv_tv_truth`` (% of bone in the true endocortical region of the design VOI) and the
-        geometry parameters.
+        geometry parameters, ``bmd_truth`` (g/cm³ HA: mean painted density of the true
+        endocortical region of the design VOI) and ``tmd_truth`` (1.15 g/cm³ HA).
+        ``truth.json`` also records the femurs' CS window, the density of every tissue, the
+        attenuation model and the phantom scans (``phantoms``).
     """
     out = Path(out_dir)
     if animals_per_group < 1:
@@ -818,30 +919,50 @@ def make_sample_study(
     t0 = time.perf_counter()
     designs = _study_design(seed, animals_per_group)
     shape = (int(shape_yx[0]), int(shape_yx[1]))
+    window = _study_cs_window()
     if n_jobs == 1:
-        records = [_make_and_write(out, d, shape, seed) for d in designs]
+        records = [_make_and_write(out, d, shape, seed, window) for d in designs]
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         # numpy and scipy.ndimage release the GIL in the heavy loops: threads suffice and
         # need no picklable state or __main__ guard in the caller
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            futures = [pool.submit(_make_and_write, out, d, shape, seed) for d in designs]
+            futures = [pool.submit(_make_and_write, out, d, shape, seed, window)
+                       for d in designs]
             records = [f.result() for f in futures]
+    phantoms = _write_phantoms(out, seed, window)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["scan", "group"])
     writer.writerows([r["scan"], r["group"]] for r in records)
     _write_atomic_text(out / "groups.csv", buf.getvalue())
+    from .rods import DEFAULT_HA_MODEL
+
+    dens = _label_density(window)
     truth = {
         "generator": "ctmorph.phantoms.femur.make_sample_study",
         "study_seed": int(seed),
         "units": {"ref_slice": "section number", "voi_first_slice": "section number",
                   "voi_last_slice": "section number", "bv_tv_group_target": "%",
-                  "bv_tv_design": "%", "bv_tv_truth": "%", "voxel_um": "µm", "length_mm": "mm"},
+                  "bv_tv_design": "%", "bv_tv_truth": "%", "voxel_um": "µm", "length_mm": "mm",
+                  "bmd_truth": "g/cm³ HA", "tmd_truth": "g/cm³ HA",
+                  "tissue_density": "g/cm³ HA", "density": "g/cm³ HA",
+                  "cs_window": "NRecon CS units", "rod_diameter_mm": "mm"},
+        "femur_cs_window": [round(v, 8) for v in window],
+        "tissue_density": {name: round(float(dens[k]), 5) + 0.0  # (no -0.0)
+                           for name, k in LABELS.items()},
+        "attenuation_model": {
+            "matrix_attenuation": DEFAULT_HA_MODEL.matrix_attenuation,
+            "attenuation_per_density": DEFAULT_HA_MODEL.attenuation_per_density,
+            "calibration_slope": DEFAULT_HA_MODEL.slope,
+            "calibration_intercept": DEFAULT_HA_MODEL.intercept,
+        },
+        "phantoms": phantoms,
         "scans": records,
     }
     _write_atomic_text(out / "truth.json", json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
-    logger.info("sample study: %d scans in %s (%.1f s)", len(records), out,
+    logger.info("sample study: %d scans + %d phantoms in %s (%.1f s)", len(records),
+                len(phantoms), out,
                 time.perf_counter() - t0)
     return records
