@@ -28,3 +28,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pytest.param(None, id="absent", marks=pytest.mark.skip(reason=f"{folder} is absent"))
         ]
         metafunc.parametrize("real_log", params)
+
+
+@pytest.fixture
+def threads():
+    """Set the numba thread count inside a test (``threads(n)``) and restore it afterwards."""
+    import numba
+
+    before = numba.get_num_threads()
+    yield numba.set_num_threads
+    numba.set_num_threads(before)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
+# Voxel sizes whose squares and sums are exact in binary floating point: the brute-force
+# oracles (float64, mm) and the kernels (float32, internal unit) must then agree to the last
+# bit and take the same side of every "voxel exactly on the sphere" tie.
+EXACT_SPACINGS = [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (0.5, 0.25, 0.375)]
+
 
 def _centres(shape, spacing):
     """Physical coordinates (mm) of every voxel centre, shape (N, 3), C order."""

@@ -3,7 +3,6 @@ and thread count."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import oracles
 import pytest
@@ -13,18 +12,7 @@ from ctmorph.errors import ConfigError
 from ctmorph.morphometry import distance_transform
 from ctmorph.phantoms import random_trabecular
 
-# Voxel sizes whose squares and sums are exact in binary floating point, so the brute-force
-# oracle (float64, mm) and the kernel (float32, internal unit) must agree to the last bit of
-# float32; plus one irregular anisotropic spacing checked to float32 precision.
-EXACT_SPACINGS = [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (0.5, 0.25, 0.375)]
-
-
-@pytest.fixture
-def threads():
-    """Set the numba thread count inside a test and restore it afterwards."""
-    before = numba.get_num_threads()
-    yield numba.set_num_threads
-    numba.set_num_threads(before)
+EXACT_SPACINGS = oracles.EXACT_SPACINGS
 
 
 def _random_masks():

@@ -3,7 +3,6 @@ thread count, memory order, bad input."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import oracles
 import pytest
@@ -12,16 +11,7 @@ from ctmorph.errors import ConfigError, SegmentationError
 from ctmorph.morphometry import local_thickness
 from ctmorph.phantoms import plates, random_trabecular
 
-# Exact spacings (see test_edt.py): every squared distance is exact, so the fast algorithm and
-# the oracle must take the same side of every "voxel exactly on the sphere" tie.
-EXACT_SPACINGS = [(1.0, 1.0, 1.0), (2.0, 1.0, 1.0), (0.5, 0.25, 0.375)]
-
-
-@pytest.fixture
-def threads():
-    before = numba.get_num_threads()
-    yield numba.set_num_threads
-    numba.set_num_threads(before)
+EXACT_SPACINGS = oracles.EXACT_SPACINGS
 
 
 def _volumes():
