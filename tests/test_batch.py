@@ -98,3 +98,14 @@ def test_unreadable_slice_fails_that_scan_only(scans, tmp_path):
     csv = pd.read_csv(tmp_path / "out" / "morphometry.csv")
     assert set(csv.scan) == {"good", "broken"}
     assert np.isnan(csv.set_index("scan").loc["broken", "BV/TV"])
+
+
+def test_public_analyze_scan_gives_the_batch_row(scans, tmp_path):
+    import ctmorph
+
+    cfg = ctmorph.AnalysisConfig(roi="full", smooth_sigma_vox=0.8, threshold=128.0)
+    row = ctmorph.analyze_scan(scans / "s1", cfg)
+    batch = run_analysis([scans / "s1"], tmp_path / "out", cfg, write_qc=False).rows[0]
+    for c in NUMBERS:
+        assert row[c] == batch[c], c
+    assert row["BV/TV"] == pytest.approx(100 * row["BV"] / row["TV"])
