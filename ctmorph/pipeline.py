@@ -33,10 +33,9 @@ from .morphometry import (
     anisotropy,
     connectivity,
     cortical_morphometry,
-    local_thickness,
     pattern_factor,
     smi,
-    trabecular_morphometry,
+    trabecular_analysis,
 )
 from .segment.femur import auto_trabecular_voi, periosteal_envelope
 from .segment.threshold import binarize, despeckle, grey_histogram, otsu_threshold
@@ -115,21 +114,6 @@ def structure_metrics(
     out.update(anisotropy(bone, voi, spacing=spacing).as_dict())
     out["Tb.Pf"] = pattern_factor(bone, voi, spacing=spacing)
     return {k: float(v) for k, v in out.items()}
-
-
-def thickness_maps(
-    bone: np.ndarray,
-    marrow_space: np.ndarray,
-    *,
-    spacing: tuple[float, float, float],
-    convention: str,
-) -> dict[str, np.ndarray]:
-    """Local thickness of bone and of marrow (float32, mm, 0 outside each phase)."""
-    return {
-        "thickness": local_thickness(bone, spacing=spacing, convention=convention),
-        "separation": local_thickness(marrow_space & ~bone, spacing=spacing,
-                                      convention=convention),
-    }
 
 
 def thickness_histogram(values: np.ndarray, bin_mm: float) -> dict[str, list]:
@@ -294,7 +278,7 @@ def measure_scan(
 
     step("measure")
     try:
-        metrics = trabecular_morphometry(
+        tb = trabecular_analysis(
             bone[a:b],
             voi,
             spacing=spacing,
@@ -303,19 +287,23 @@ def measure_scan(
         )
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
+    metrics = dict(tb.metrics)
     metrics.update(structure_metrics(bone[a:b], voi, spacing=spacing))
-    maps = thickness_maps(bone[a:b], region[a:b], spacing=spacing,
-                          convention=cfg.thickness_convention)
+    # the local-thickness maps the numbers came from, over the VOI's bounding box
+    z0b, z1b, y0b, y1b, x0b, x1b = tb.box
+    in_box = (slice(z0b, z1b), slice(y0b, y1b), slice(x0b, x1b))
+    voi_b, bone_b = voi[in_box], bone[a:b][in_box]
+    marrow_b = voi_b & region[a:b][in_box] & ~bone_b
     histograms = {
-        "Tb.Th": thickness_histogram(maps["thickness"][voi & bone[a:b]], spacing[0]),
-        "Tb.Sp": thickness_histogram(maps["separation"][voi & region[a:b] & ~bone[a:b]],
-                                     spacing[0]),
+        "Tb.Th": thickness_histogram(tb.thickness[voi_b & bone_b], spacing[0]),
+        "Tb.Sp": thickness_histogram(tb.separation[marrow_b], spacing[0]),
     }
+    maps: dict[str, np.ndarray] = {}
     if cfg.save_maps:
-        for m in maps.values():
-            m[~voi] = 0.0
-    else:
-        maps = {}
+        for name, m in (("thickness", tb.thickness), ("separation", tb.separation)):
+            full = np.zeros(voi.shape, dtype=np.float32)
+            full[in_box] = np.where(voi_b, m, np.float32(0.0))
+            maps[name] = full
 
     if cal is not None:
         metrics.update(

@@ -11,7 +11,12 @@ from .pattern import pattern_factor
 from .smi import smi
 from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
 from .thickness import CONVENTIONS, distance_transform, local_thickness
-from .trabecular import TRABECULAR_COLUMNS, trabecular_morphometry
+from .trabecular import (
+    TRABECULAR_COLUMNS,
+    TrabecularAnalysis,
+    trabecular_analysis,
+    trabecular_morphometry,
+)
 
 __all__ = [
     "CONVENTIONS",
@@ -24,6 +29,7 @@ __all__ = [
     "pattern_factor",
     "smi",
     "TRABECULAR_COLUMNS",
+    "TrabecularAnalysis",
     "bone_surface",
     "bone_volume",
     "distance_transform",
@@ -31,6 +37,7 @@ __all__ = [
     "medial_skeleton",
     "midaxis_spacing",
     "tissue_volume",
+    "trabecular_analysis",
     "trabecular_morphometry",
     "trabecular_number",
     "voxel_volume",

@@ -3,6 +3,8 @@ number. Keys and units follow DESIGN §3 (``OUT/morphometry.csv`` columns)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._kernels.thickness import masked_stats
@@ -12,7 +14,8 @@ from .basic import as_mask, bone_surface, bounding_box, crop, voxel_volume
 from .tbn import midaxis_spacing
 from .thickness import _check_convention, _thickness_map
 
-__all__ = ["TRABECULAR_COLUMNS", "trabecular_morphometry"]
+__all__ = ["TRABECULAR_COLUMNS", "TrabecularAnalysis", "trabecular_analysis",
+           "trabecular_morphometry"]
 
 #: Keys returned by :func:`trabecular_morphometry`: ``key -> (unit, description)``.
 TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
@@ -40,6 +43,27 @@ def _stats(tau: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
     """Volume-weighted mean, population SD and max of ``tau`` over ``sel`` (same shape)."""
     _, mean, sd, vmax = masked_stats(tau, np.ascontiguousarray(sel))
     return float(mean), float(sd), float(vmax)
+
+
+@dataclass(frozen=True)
+class TrabecularAnalysis:
+    """Result of :func:`trabecular_analysis`: the numbers and the local-thickness maps.
+
+    Attributes
+    ----------
+    metrics : dict of str to float
+        As returned by :func:`trabecular_morphometry`.
+    box : (6,) tuple of int
+        ``(z0, z1, y0, y1, x0, x1)``: the VOI's bounding box in the input arrays.
+    thickness, separation : ndarray of float32
+        Local thickness of bone and of marrow (diameters in mm, 0 outside the phase) over
+        ``box``; context outside the box was taken into account.
+    """
+
+    metrics: dict[str, float]
+    box: tuple[int, int, int, int, int, int]
+    thickness: np.ndarray
+    separation: np.ndarray
 
 
 def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
@@ -86,6 +110,17 @@ def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
     plate-model ``(BV/TV) / Tb.Th`` for comparison with CTAn. BS is computed by
     :func:`~ctmorph.morphometry.bone_surface`.
     """
+    return trabecular_analysis(bone, voi, spacing=spacing, marrow_space=marrow_space,
+                               convention=convention).metrics
+
+
+def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
+                        convention: str = "corrected") -> TrabecularAnalysis:
+    """:func:`trabecular_morphometry` plus the local-thickness maps it was computed from.
+
+    Parameters and errors are those of :func:`trabecular_morphometry`; the maps (for
+    histograms and for viewing) come at no extra cost.
+    """
     _check_convention(convention)
     bone = as_mask(bone, "bone")
     voi = as_mask(voi, "voi", bone.shape)
@@ -117,11 +152,13 @@ def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
     tv = n_voi * vv
     bv = n_bone * vv
     bs = bone_surface(bone, voi, spacing=sp)
-    th, th_sd, th_max = _stats(_thickness_map(bone, sp, convention, box), bone_sel)
-    spc, sp_sd, sp_max = _stats(_thickness_map(marrow, sp, convention, box), marrow_sel)
+    th_map = _thickness_map(bone, sp, convention, box)
+    sp_map = _thickness_map(marrow, sp, convention, box)
+    th, th_sd, th_max = _stats(th_map, bone_sel)
+    spc, sp_sd, sp_max = _stats(sp_map, marrow_sel)
     del marrow
     tbn = 1.0 / midaxis_spacing(bone, voi, spacing=sp, marrow_space=marrow_space)
-    return {
+    metrics = {
         "TV": tv,
         "BV": bv,
         "BV/TV": 100.0 * bv / tv,
@@ -137,3 +174,4 @@ def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
         "Tb.N": tbn,
         "Tb.N.model": (bv / tv) / th,
     }
+    return TrabecularAnalysis(metrics=metrics, box=box, thickness=th_map, separation=sp_map)
