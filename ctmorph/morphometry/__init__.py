@@ -5,6 +5,14 @@ Each submodule lists its public names in ``__all__``; this package re-exports th
 
 from .anisotropy import Fabric, anisotropy, hemisphere_directions
 from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
+from .chunked import (
+    ThicknessHalo,
+    ThicknessStats,
+    chunked_local_thickness,
+    chunked_thickness_stats,
+    thickness_halo,
+    write_local_thickness,
+)
 from .connectivity import connectivity
 from .cortical import CORTICAL_COLUMNS, cortical_morphometry
 from .pattern import pattern_factor
@@ -21,6 +29,12 @@ from .trabecular import (
 __all__ = [
     "CONVENTIONS",
     "CORTICAL_COLUMNS",
+    "ThicknessHalo",
+    "ThicknessStats",
+    "chunked_local_thickness",
+    "chunked_thickness_stats",
+    "thickness_halo",
+    "write_local_thickness",
     "cortical_morphometry",
     "Fabric",
     "anisotropy",
