@@ -1,139 +1,640 @@
-"""QC pictures a person can glance at: where the VOI went and where the threshold sits."""
+"""QC a person can trust: pictures of where the VOI went, and flags for implausible results.
+
+Per scan, :func:`write_qc_pictures` writes into ``OUT/<scan>/qc/``:
+
+- ``longitudinal.png``: the central longitudinal section with the growth-plate reference line
+  (red), the trabecular VOI band and outline (blue), the cortical VOI band (green, when the
+  cortical analysis ran), the axis tilt in the title, and the growth-plate profiles beside it;
+- ``axial.png``: three panels, the proximal end (top), middle and distal end (bottom) of the
+  VOI, each with the VOI outline (cyan), bone inside the VOI (orange) and bone outside it
+  (purple), section numbers in the panel titles;
+- ``histogram.png``: the grey histogram (no-data excluded) with the threshold;
+- ``tile.png``: a small unlabelled longitudinal picture for the run's contact sheet.
+
+Per run, :func:`write_qc_overview` writes ``OUT/qc_overview.png``, one tile per scan with its
+name, group, reference slice, BV/TV and any QC flags in red, so 30 femurs can be checked in a
+minute. :func:`qc_flags` gives the short flags of implausible results that go into the
+``qc_flags`` column of ``morphometry.csv``.
+
+matplotlib is imported lazily and only through :class:`matplotlib.figure.Figure` with the Agg
+canvas (no pyplot, no global figure registry).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._atomic import atomic_path
-from .pipeline import QcData
 
-__all__ = ["write_qc_pictures", "write_qc_overview"]
+__all__ = [
+    "AxialQc",
+    "QcData",
+    "qc_flags",
+    "axial_overlay",
+    "write_qc_pictures",
+    "write_qc_overview",
+    "RAT_BVTV_PERCENT",
+    "RAT_TBTH_MM",
+    "RAT_TBSP_MM",
+    "PLATE_MODEL_RATIO",
+    "MIN_PLATE_END_DISTANCE_MM",
+    "MIN_VOI_HEIGHT_FRACTION",
+]
 
 logger = logging.getLogger(__name__)
 
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+# ------------------------------------------------------------------------------------------
+# data model (filled by the pipeline; small arrays only, never a full volume)
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+@dataclass
+class AxialQc:
+    """One axial QC slice of the VOI.
 
-
-def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
-    """Write ``longitudinal.png``, ``axial.png`` and ``histogram.png`` into ``folder``.
-
-    Returns the paths written.
+    Attributes
+    ----------
+    label : str
+        ``'top'`` (proximal end of the VOI), ``'middle'`` or ``'bottom'`` (distal end).
+    index : int
+        Working-frame slice index.
+    section : int
+        Section number, as the slice files are numbered.
+    grey : (Y, X) ndarray
+        Grey values of the slice.
+    bone : (Y, X) ndarray of bool
+        Segmentation.
+    voi : (Y, X) ndarray of bool
+        The VOI on this slice.
     """
-    plt = _figure()
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    z0, z1 = qc.voi_range
 
-    fig, ax = plt.subplots(figsize=(4.5, 7))
-    ax.imshow(qc.longitudinal, cmap="gray", aspect="equal", interpolation="nearest")
-    ax.contour(qc.longitudinal_voi, levels=[0.5], colors=["#00c8ff"], linewidths=0.8)
-    for z in (z0, z1 - 1):
-        ax.axhline(z, color="#00c8ff", lw=0.6, ls=":")
+    label: str
+    index: int
+    section: int
+    grey: np.ndarray
+    bone: np.ndarray
+    voi: np.ndarray
+
+
+@dataclass
+class QcData:
+    """Small arrays for the QC pictures of one scan.
+
+    Attributes
+    ----------
+    longitudinal : (Z, X) ndarray
+        Grey values of the central row of every slice.
+    longitudinal_bone, longitudinal_voi : (Z, X) ndarray of bool
+        Segmentation and VOI on that section (VOI False outside the loaded slab).
+    axials : list of AxialQc
+        Top, middle and bottom of the VOI.
+    histogram : (G,) ndarray
+        Voxel counts per grey value (no-data excluded).
+    threshold : float
+        Global threshold, grey.
+    ref_index : int or None
+        Growth-plate reference slice index (auto ROI only).
+    voi_range : (int, int)
+        ``[z0, z1)`` slice indices of the VOI.
+    sections : (Z,) ndarray of int
+        Section number of every slice index.
+    cortical_range : (int, int) or None
+        ``[c0, c1)`` slice indices of the cortical VOI when the cortical analysis ran.
+    axis_tilt_deg : float or None
+        Tilt of the bone axis from the stack axis (degrees), when measured.
+    profiles : dict of str to (Z,) ndarray
+        Per-slice profiles of the growth-plate search (e.g. ``cartilage_fraction``).
+    """
+
+    longitudinal: np.ndarray
+    longitudinal_bone: np.ndarray
+    longitudinal_voi: np.ndarray
+    axials: list[AxialQc]
+    histogram: np.ndarray
+    threshold: float
+    ref_index: int | None
+    voi_range: tuple[int, int]
+    sections: np.ndarray
+    cortical_range: tuple[int, int] | None = None
+    axis_tilt_deg: float | None = None
+    profiles: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _as_qcdata(qc: Any) -> QcData:
+    """Accept the pipeline's older QcData (one ``axial`` slice) during the switch-over."""
+    if isinstance(qc, QcData) or hasattr(qc, "axials"):
+        return qc
+    idx = int(qc.axial_index)
+    return QcData(
+        longitudinal=qc.longitudinal,
+        longitudinal_bone=qc.longitudinal_bone,
+        longitudinal_voi=qc.longitudinal_voi,
+        axials=[AxialQc("middle", idx, int(np.asarray(qc.sections)[idx]), qc.axial,
+                        qc.axial_bone, qc.axial_voi)],
+        histogram=qc.histogram,
+        threshold=qc.threshold,
+        ref_index=qc.ref_index,
+        voi_range=tuple(qc.voi_range),
+        sections=qc.sections,
+        profiles=dict(getattr(qc, "profiles", {}) or {}),
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# QC flags
+#
+# Plausible ranges of the rat distal femoral metaphysis (secondary spongiosa 1-3 mm proximal
+# of the growth plate) at 9-20 µm voxels, sham and OVX. The one table checked for these bounds:
+# distal femoral metaphysis of male rats, sham vs orchiectomy, PMC8366408 Table 2 (BV/TV
+# 13-18 %, Tb.N 1.3-1.7 /mm, Tb.Th 0.10-0.11 mm, Tb.Sp 0.43-0.55 mm); ovariectomised female rats
+# lose more trabecular bone than that. The bounds are deliberately far
+# from any group mean (Tb.Th and Tb.Sp by a factor ~2 or more, BV/TV down to 1 % and up to
+# 60 %), so a real sham or OVX femur is not flagged; a flag means the VOI, the segmentation or
+# the units went wrong. None of the nine sample-study femurs is flagged (tests/test_qc.py).
+
+#: BV/TV (%) outside which an auto-ROI rat row is flagged.
+RAT_BVTV_PERCENT = (1.0, 60.0)
+#: Tb.Th (mm): below 0.03 mm (3 voxels at 9 µm) is noise segmented as bone, above 0.25 mm
+#: is cortex or growth-plate bone inside the VOI.
+RAT_TBTH_MM = (0.03, 0.25)
+#: Tb.Sp (mm): below 0.05 mm the marrow is closed up (threshold too low), above 3 mm there is
+#: hardly any trabecular bone in the VOI (VOI in the diaphysis, threshold too high).
+RAT_TBSP_MM = (0.05, 3.0)
+#: Band of k = (BV/TV) / (Tb.N · Tb.Th). Parallel plates give k = 1 (the plate model) up to the
+#: ±0.5-voxel discretisation of Tb.Th and Tb.N (0.83-1.17 for 3-4 voxel plates; the sample
+#: study's perforated sheets read 0.75-1.14); rods give less: on ctmorph's cubic rod lattices
+#: (pitch 20-40, diameter 3-9 voxels) k = (3.2-4.1) · Tb.Th / (Tb.Th + Tb.Sp), so the
+#: sparsest rat OVX bone (Tb.Th 0.06, Tb.Sp 1.5 mm), if all rods, reads k ≈ 0.14. The band is
+#: 0.7 × that below and 2 × the plate model above: it catches gross inconsistencies (a broken
+#: skeleton, wrong units, a VOI outside the bone), not architecture.
+PLATE_MODEL_RATIO = (0.1, 2.0)
+#: Distance (mm) from the plate's distal-most slice to the distal end of the scan below which
+#: the plate is flagged: the rat distal epiphysis spans ~0.75 mm (intercondylar notch, and the
+#: sample-study femurs) to ~3 mm (condyles) distal of the plate, so a plate within 0.3 mm
+#: (33 slices at 9 µm) of the end has no epiphysis beyond it: the scan was cut at the plate,
+#: or the cut end was taken for the plate.
+MIN_PLATE_END_DISTANCE_MM = 0.3
+#: The auto VOI is flagged when shorter than this fraction of the requested height (it is cut
+#: where the scan or the endocortical region ends; whole-slice rounding costs < 1 %).
+MIN_VOI_HEIGHT_FRACTION = 0.8
+
+
+def _num(value: Any) -> float | None:
+    """A finite float from a row value (float, int, numpy scalar or CSV string), else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def qc_flags(row: Mapping[str, Any], *, requested_height_mm: float | None = None) -> list[str]:
+    """Short, human-readable flags for implausible results of one ``morphometry.csv`` row.
+
+    Parameters
+    ----------
+    row : mapping
+        One row (in-memory values or the strings of a CSV read back). Keys used: ``status``,
+        ``roi``, ``BV/TV`` (%), ``Tb.Th``, ``Tb.Sp`` (mm), ``Tb.N`` (1/mm),
+        ``plate_end_distance_mm``, ``voi_height_mm`` (mm), ``roi_height_mm`` (requested, mm;
+        or ``requested_height_mm``) and ``calibration_mismatch``. Missing or empty values are
+        not checked.
+    requested_height_mm : float, optional
+        Requested VOI height (mm), when the row does not carry ``roi_height_mm``.
+
+    Returns
+    -------
+    list of str
+        One flag per problem, each naming the value and the expected range, e.g.
+        ``"BV/TV 78.0 % outside the rat metaphysis range 1-60 %"``. Empty when nothing is
+        implausible, and for failed rows (their ``error`` says why).
+
+    Notes
+    -----
+    The rat ranges (:data:`RAT_BVTV_PERCENT`, :data:`RAT_TBTH_MM`, :data:`RAT_TBSP_MM`), the
+    plate-model consistency (:data:`PLATE_MODEL_RATIO`), the growth-plate position and the
+    VOI height apply only to ``roi == 'auto'`` rows (rat distal femur); rows of other ROI modes
+    (phantoms, cores, other species) get only the calibration flag.
+
+    Examples
+    --------
+    >>> qc_flags({"status": "ok", "roi": "auto", "BV/TV": 78.0})
+    ['BV/TV 78.0 % outside the rat metaphysis range 1-60 %']
+    """
+    if str(row.get("status", "ok") or "ok") != "ok":
+        return []
+    flags: list[str] = []
+    auto = str(row.get("roi", "") or "") == "auto"
+    bvtv = _num(row.get("BV/TV"))
+    tbth = _num(row.get("Tb.Th"))
+    tbsp = _num(row.get("Tb.Sp"))
+    tbn = _num(row.get("Tb.N"))
+    if auto:
+        where = "the rat metaphysis range"
+        lo, hi = RAT_BVTV_PERCENT
+        if bvtv is not None and not lo <= bvtv <= hi:
+            flags.append(f"BV/TV {bvtv:.1f} % outside {where} {_g(lo)}-{_g(hi)} %")
+        lo, hi = RAT_TBTH_MM
+        if tbth is not None and not lo <= tbth <= hi:
+            flags.append(f"Tb.Th {tbth:.3f} mm outside {where} {_g(lo)}-{_g(hi)} mm")
+        lo, hi = RAT_TBSP_MM
+        if tbsp is not None and not lo <= tbsp <= hi:
+            flags.append(f"Tb.Sp {tbsp:.2f} mm outside {where} {_g(lo)}-{_g(hi)} mm")
+        if bvtv is not None and tbth is not None and tbn is not None:
+            product = 100.0 * tbn * tbth  # Tb.N·Tb.Th in % of the VOI, like BV/TV
+            lo, hi = PLATE_MODEL_RATIO
+            k = bvtv / product if product > 0 else math.inf
+            if not lo <= k <= hi:
+                flags.append(
+                    f"Tb.N·Tb.Th {product:.1f} % inconsistent with BV/TV {bvtv:.1f} % "
+                    f"(ratio {k:.2f}, expected {_g(lo)}-{_g(hi)}: plates 1, rods less)"
+                )
+        dist = _num(row.get("plate_end_distance_mm"))
+        if dist is not None and dist < MIN_PLATE_END_DISTANCE_MM:
+            flags.append(
+                f"growth plate {dist:.2f} mm from the distal end of the scan "
+                f"(expected >= {_g(MIN_PLATE_END_DISTANCE_MM)} mm: epiphysis missing?)"
+            )
+        height = _num(row.get("voi_height_mm"))
+        wanted = _num(requested_height_mm)
+        if wanted is None:
+            wanted = _num(row.get("roi_height_mm"))
+        if height is not None and wanted is not None and wanted > 0 \
+                and height < MIN_VOI_HEIGHT_FRACTION * wanted:
+            flags.append(
+                f"VOI {height:.2f} mm long, {100 * height / wanted:.0f} % of the requested "
+                f"{_g(wanted)} mm (scan or bone ends too soon)"
+            )
+    mismatch = row.get("calibration_mismatch")
+    if isinstance(mismatch, str) and mismatch.strip():
+        flags.append(f"calibration mismatch: {mismatch.strip()}")
+    return flags
+
+
+# ------------------------------------------------------------------------------------------
+# pictures
+
+_RED = "#ff3030"  # growth-plate reference
+_VOI = "#1e90ff"  # trabecular VOI band (longitudinal)
+_OUTLINE = "#00e5ff"  # VOI outline (cyan)
+_CORTICAL = "#32cd32"  # cortical VOI band
+#: RGBA of bone inside the VOI (orange) and outside it (purple) in the axial overlay.
+_BONE_IN = (1.0, 0.55, 0.0, 0.55)
+_BONE_OUT = (0.65, 0.25, 1.0, 0.45)
+
+
+def axial_overlay(bone: np.ndarray, voi: np.ndarray) -> np.ndarray:
+    """RGBA overlay of a segmented slice: bone in the VOI orange, bone outside it purple.
+
+    Parameters
+    ----------
+    bone, voi : (Y, X) ndarray of bool
+        Segmentation and VOI of one slice.
+
+    Returns
+    -------
+    (Y, X, 4) ndarray of float
+        Colours in [0, 1]; fully transparent where there is no bone.
+    """
+    bone = np.asarray(bone, dtype=bool)
+    voi = np.asarray(voi, dtype=bool)
+    if bone.shape != voi.shape or bone.ndim != 2:
+        raise ValueError(f"bone {bone.shape} and voi {voi.shape} must be the same 2-D shape")
+    out = np.zeros(bone.shape + (4,), dtype=float)
+    out[bone & voi] = _BONE_IN
+    out[bone & ~voi] = _BONE_OUT
+    return out
+
+
+def _new_figure(figsize: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path, dpi: int = 110) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+
+
+def _section(qc: QcData, index: int) -> int:
+    s = np.asarray(qc.sections)
+    return int(s[min(max(int(index), 0), s.size - 1)])
+
+
+def _has_mask(mask: np.ndarray) -> bool:
+    m = np.asarray(mask, dtype=bool)
+    return bool(m.any()) and not bool(m.all())
+
+
+def _draw_longitudinal(ax, qc: QcData, *, labels: bool) -> list:
+    """Grey section, VOI outline and bands, cortical band, reference line; legend handles."""
+    from matplotlib.patches import Patch
+
+    img = np.asarray(qc.longitudinal)
+    ax.imshow(img, cmap="gray", aspect="equal", interpolation="antialiased")
+    handles = []
+    z0, z1 = qc.voi_range
+    ax.axhspan(z0 - 0.5, z1 - 0.5, color=_VOI, alpha=0.18, lw=0)
+    for z in (z0 - 0.5, z1 - 0.5):
+        ax.axhline(z, color=_VOI, lw=0.8)
+    if _has_mask(qc.longitudinal_voi):
+        ax.contour(np.asarray(qc.longitudinal_voi, dtype=float), levels=[0.5],
+                   colors=[_OUTLINE], linewidths=0.7)
+    handles.append(Patch(color=_VOI, alpha=0.5,
+                         label=f"trabecular VOI, sections {_section(qc, z0)}-"
+                               f"{_section(qc, z1 - 1)}"))
+    if qc.cortical_range is not None:
+        c0, c1 = qc.cortical_range
+        ax.axhspan(c0 - 0.5, c1 - 0.5, color=_CORTICAL, alpha=0.25, lw=0)
+        for z in (c0 - 0.5, c1 - 0.5):
+            ax.axhline(z, color=_CORTICAL, lw=0.8)
+        if labels:
+            ax.text(img.shape[1] - 2, (c0 + c1) / 2, "cortical", color=_CORTICAL, fontsize=7,
+                    ha="right", va="center", fontweight="bold")
+        handles.append(Patch(color=_CORTICAL, alpha=0.6,
+                             label=f"cortical VOI, sections {_section(qc, c0)}-"
+                                   f"{_section(qc, c1 - 1)}"))
+    if labels:
+        ax.text(img.shape[1] - 2, (z0 + z1) / 2, "VOI", color=_VOI, fontsize=7, ha="right",
+                va="center", fontweight="bold")
     if qc.ref_index is not None:
-        ax.axhline(qc.ref_index, color="#ff3030", lw=1.0)
-        ax.text(2, qc.ref_index - 3, f"ref {int(qc.sections[qc.ref_index])}", color="#ff3030",
-                fontsize=7)
-    ax.set_title(f"{title}: longitudinal section\nred: growth-plate reference, blue: VOI",
-                 fontsize=8)
+        ax.axhline(qc.ref_index, color=_RED, lw=1.2)
+        handles.append(Patch(color=_RED, label=f"growth-plate reference, section "
+                                                f"{_section(qc, qc.ref_index)}"))
+    return handles
+
+
+def _plot_profiles(ax, qc: QcData, nz: int) -> bool:
+    """Growth-plate profiles against slice index, sharing the section's z axis."""
+    shown = False
+    for key, colour, name in (("cartilage_fraction", "#d62728", "cartilage fraction"),
+                              ("interior_bone_fraction", "#1f77b4", "bone fraction")):
+        p = qc.profiles.get(key)
+        if p is None or np.asarray(p).shape != (nz,):
+            continue
+        ax.plot(np.asarray(p, dtype=float), np.arange(nz), color=colour, lw=0.8, label=name)
+        shown = True
+    if shown:
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("fraction", fontsize=7)
+        ax.tick_params(labelsize=6, labelleft=False)
+        ax.legend(fontsize=6, loc="lower right", frameon=False)
+        if qc.ref_index is not None:
+            ax.axhline(qc.ref_index, color=_RED, lw=1.0)
+        z0, z1 = qc.voi_range
+        ax.axhspan(z0 - 0.5, z1 - 0.5, color=_VOI, alpha=0.18, lw=0)
+    return shown
+
+
+def _section_ticks(ax, qc: QcData, nz: int) -> None:
+    ticks = np.unique(np.linspace(0, nz - 1, 6).round().astype(int))
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([str(_section(qc, t)) for t in ticks], fontsize=6)
+    ax.set_ylabel("section", fontsize=7)
     ax.set_xticks([])
-    ax.set_ylabel("slice index")
+
+
+def _write_longitudinal(qc: QcData, folder: Path, title: str) -> Path:
+    nz, nx = np.asarray(qc.longitudinal).shape
+    has_prof = any(np.asarray(qc.profiles.get(k, ())).shape == (nz,)
+                   for k in ("cartilage_fraction", "interior_bone_fraction"))
+    h = 7.0
+    w_img = min(max(h * nx / max(nz, 1), 1.5), 6.0)
+    ncols = 2 if has_prof else 1
+    fig = _new_figure((w_img + (1.6 if has_prof else 0.0) + 0.8, h + 1.0))
+    gs = fig.add_gridspec(1, ncols, width_ratios=[w_img, 1.6][:ncols], wspace=0.05)
+    ax = fig.add_subplot(gs[0, 0])
+    handles = _draw_longitudinal(ax, qc, labels=True)
+    _section_ticks(ax, qc, nz)
+    if has_prof:
+        axp = fig.add_subplot(gs[0, 1], sharey=ax)
+        _plot_profiles(axp, qc, nz)
+        axp.set_title("growth-plate profiles", fontsize=7)
+    tilt = ("" if qc.axis_tilt_deg is None
+            else f", axis tilt {qc.axis_tilt_deg:.1f}°")
+    ax.set_title(f"{title}: longitudinal section{tilt}", fontsize=8)
+    ax.legend(handles=handles, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.01),
+              frameon=False)
     p = folder / "longitudinal.png"
     _save(fig, p)
-    plt.close(fig)
-    written.append(p)
+    return p
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(qc.axial, cmap="gray", interpolation="nearest")
-    overlay = np.zeros(qc.axial.shape + (4,), dtype=float)
-    overlay[qc.axial_bone & qc.axial_voi] = (1.0, 0.55, 0.0, 0.45)
-    ax.imshow(overlay, interpolation="nearest")
-    ax.contour(qc.axial_voi, levels=[0.5], colors=["#00c8ff"], linewidths=0.8)
-    ax.set_title(
-        f"{title}: section {int(qc.sections[qc.axial_index])} (VOI middle)\n"
-        "blue: VOI outline, orange: bone in VOI",
-        fontsize=8,
-    )
+
+def _write_tile(qc: QcData, folder: Path) -> Path:
+    """Small unlabelled longitudinal picture for the run's contact sheet."""
+    nz, nx = np.asarray(qc.longitudinal).shape
+    h = 3.0
+    w = min(max(h * nx / max(nz, 1), 0.8), 3.0)
+    fig = _new_figure((w, h))
+    ax = fig.add_axes((0, 0, 1, 1))
+    _draw_longitudinal(ax, qc, labels=False)
     ax.set_axis_off()
+    p = folder / "tile.png"
+    with atomic_path(p) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return p
+
+
+_AXIAL_TITLES = {"top": "top (proximal end)", "middle": "middle", "bottom": "bottom (distal end)"}
+
+
+def _write_axial(qc: QcData, folder: Path, title: str) -> Path:
+    n = max(len(qc.axials), 1)
+    fig = _new_figure((3.3 * n, 3.9))
+    for i, a in enumerate(qc.axials):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.imshow(np.asarray(a.grey), cmap="gray", interpolation="nearest")
+        ax.imshow(axial_overlay(a.bone, a.voi), interpolation="nearest")
+        if _has_mask(a.voi):
+            ax.contour(np.asarray(a.voi, dtype=float), levels=[0.5], colors=[_OUTLINE],
+                       linewidths=0.8)
+        ax.set_title(f"{_AXIAL_TITLES.get(a.label, a.label)}: section {a.section}",
+                     fontsize=8)
+        ax.set_axis_off()
+    fig.suptitle(f"{title}: VOI slices. cyan: VOI outline, orange: bone in VOI, "
+                 "purple: bone outside VOI", fontsize=8)
     p = folder / "axial.png"
     _save(fig, p)
-    plt.close(fig)
-    written.append(p)
+    return p
 
-    fig, ax = plt.subplots(figsize=(5, 3))
-    h = qc.histogram.astype(float)
-    g = np.arange(h.size)
+
+def _write_histogram(qc: QcData, folder: Path, title: str) -> Path:
+    fig = _new_figure((5, 3))
+    ax = fig.add_subplot(1, 1, 1)
+    h = np.asarray(qc.histogram, dtype=float)
+    g = np.arange(h.size, dtype=float)
+    if h.size > 1024:  # 16-bit scans: sum into at most 1024 display bins (grey axis kept)
+        w = -(-h.size // 1024)
+        pad = (-h.size) % w
+        h = np.concatenate([h, np.zeros(pad)]).reshape(-1, w).sum(axis=1)
+        g = np.arange(h.size) * w + (w - 1) / 2.0
     ax.fill_between(g, h, step="mid", color="0.4")
-    ax.set_yscale("log")
-    ax.axvline(qc.threshold, color="#ff3030", lw=1.0, label=f"threshold {qc.threshold:g}")
-    ax.set_xlabel("grey value")
-    ax.set_ylabel("voxels")
+    if np.any(h > 0):
+        ax.set_yscale("log")
+        nz = g[np.nonzero(h)[0]]
+        pad = 0.02 * (nz[-1] - nz[0] + 1)
+        ax.set_xlim(max(min(nz[0], qc.threshold) - pad, 0), max(nz[-1], qc.threshold) + pad)
+    ax.axvline(qc.threshold, color=_RED, lw=1.0, label=f"threshold {qc.threshold:g}")
+    ax.set_xlabel("grey value (smoothed)", fontsize=8)
+    ax.set_ylabel("voxels", fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     ax.set_title(f"{title}: grey histogram (no-data excluded)", fontsize=8)
     p = folder / "histogram.png"
     _save(fig, p)
-    plt.close(fig)
-    written.append(p)
-    return written
+    return p
 
 
-def write_qc_overview(out_dir: Path, rows: list[dict], *, columns: int = 6) -> Path | None:
-    """One contact sheet of every scan's longitudinal QC section: ``OUT/qc_overview.png``.
+def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
+    """Write the QC pictures of one scan into ``folder`` (``OUT/<scan>/qc/``).
 
-    Each tile shows the scan name, group, reference slice and BV/TV; failed scans get a tile
-    with the reason, so a person can check a whole study in a minute. Returns the path, or
-    None when there is nothing to show.
+    Parameters
+    ----------
+    qc : QcData
+        Arrays from the pipeline (the older single-``axial`` form is accepted too).
+    folder : Path
+        Output folder, created if needed.
+    title : str
+        Scan name, shown in every picture.
+
+    Returns
+    -------
+    list of Path
+        ``longitudinal.png``, ``axial.png``, ``histogram.png`` and ``tile.png``, written
+        atomically.
     """
+    qc = _as_qcdata(qc)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        _write_longitudinal(qc, folder, title),
+        _write_axial(qc, folder, title),
+        _write_histogram(qc, folder, title),
+        _write_tile(qc, folder),
+    ]
+
+
+def _tile_image(out_dir: Path, scan: str) -> np.ndarray | None:
     from PIL import Image
 
-    plt = _figure()
-    tiles = []
-    for r in rows:
-        img_path = Path(out_dir) / r["scan"] / "qc" / "longitudinal.png"
-        img = None
-        if r.get("status") == "ok" and img_path.is_file():
-            with Image.open(img_path) as im:
-                img = np.asarray(im.convert("RGB"))
-        tiles.append((r, img))
-    if not tiles:
+    qc_dir = Path(out_dir) / scan / "qc"
+    for name in ("tile.png", "longitudinal.png"):  # results of older versions have no tile
+        path = qc_dir / name
+        if path.is_file():
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    im.thumbnail((360, 360))
+                    return np.asarray(im)
+            except OSError as exc:
+                logger.warning("%s: cannot read %s: %s", scan, path, exc)
+    return None
+
+
+def _row_flags(r: Mapping[str, Any]) -> list[str]:
+    if "qc_flags" in r:
+        s = r.get("qc_flags")
+        return [f for f in str(s).split("; ") if f] if isinstance(s, str) else []
+    return qc_flags(r)
+
+
+def write_qc_overview(out_dir: Path, rows: Sequence[Mapping[str, Any]], *,
+                      columns: int = 6) -> Path | None:
+    """One contact sheet of every scan: ``OUT/qc_overview.png``.
+
+    Parameters
+    ----------
+    out_dir : Path
+        The run's output folder holding ``<scan>/qc/``.
+    rows : sequence of mapping
+        Rows of ``morphometry.csv`` in display order.
+    columns : int
+        Tiles per row of the sheet.
+
+    Returns
+    -------
+    Path or None
+        The sheet, or None when there are no rows.
+
+    Notes
+    -----
+    Each tile shows the longitudinal section with the reference (red) and the VOI (blue),
+    the scan name, group, reference section and BV/TV; QC flags (the row's ``qc_flags``, or
+    :func:`qc_flags` when the row has none) are printed in red and the tile is framed in red.
+    Failed scans get a tile with the reason.
+    """
+    from matplotlib.patches import Rectangle
+
+    if not rows:
         return None
-    ncol = min(columns, len(tiles))
-    nrow = -(-len(tiles) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 4.2 * nrow), squeeze=False)
-    for ax in axes.ravel():
+    out_dir = Path(out_dir)
+    ncol = max(1, min(int(columns), len(rows)))
+    nrow = -(-len(rows) // ncol)
+    height = 4.3 * nrow + 0.4
+    fig = _new_figure((2.4 * ncol, height))
+    gs = fig.add_gridspec(nrow, ncol, hspace=0.55, wspace=0.08, left=0.01, right=0.99,
+                          top=1.0 - 0.75 / height, bottom=0.6 / height)
+    for i, r in enumerate(rows):
+        ax = fig.add_subplot(gs[i // ncol, i % ncol])
         ax.set_axis_off()
-    for ax, (r, img) in zip(axes.ravel(), tiles, strict=False):
-        label = f"{r['scan']} ({r.get('group') or '-'})"
-        if img is None:
-            ax.text(0.5, 0.5, "FAILED\n" + str(r.get("error", ""))[:160], ha="center",
-                    va="center", wrap=True, fontsize=6, color="#b00000",
-                    transform=ax.transAxes)
-        else:
-            ax.imshow(img)
-            bvtv = r.get("BV/TV")
-            extra = f"BV/TV {bvtv:.1f} %" if isinstance(bvtv, float) else ""
-            ref = r.get("ref_slice")
-            extra = (f"ref {int(ref)}, " if ref is not None and ref == ref else "") + extra
-            ax.set_title(f"{label}\n{extra}", fontsize=7)
+        scan = str(r.get("scan", "?"))
+        label = f"{scan} ({r.get('group') or '-'})"
+        ok = str(r.get("status", "")) == "ok"
+        img = _tile_image(out_dir, scan) if ok else None
+        if not ok:
+            reason = textwrap.fill(str(r.get("error") or "")[:200], 34)
+            ax.text(0.5, 0.5, "FAILED\n" + reason, ha="center", va="center", fontsize=6,
+                    color="#b00000", transform=ax.transAxes)
+            ax.set_title(label, fontsize=7, color="#b00000")
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
+                                   ec="#b00000", lw=1.5, clip_on=False))
             continue
-        ax.set_title(label, fontsize=7)
-    fig.suptitle("ctmorph QC overview: growth-plate reference (red) and VOI (blue) per scan",
-                 fontsize=9)
-    p = Path(out_dir) / "qc_overview.png"
-    _save(fig, p)
-    plt.close(fig)
+        parts = []
+        ref = _num(r.get("ref_slice"))
+        if ref is not None:
+            parts.append(f"ref {int(ref)}")
+        bvtv = _num(r.get("BV/TV"))
+        if bvtv is not None:
+            parts.append(f"BV/TV {bvtv:.1f} %")
+        ax.set_title(f"{label}\n{', '.join(parts)}", fontsize=7)
+        if img is not None:
+            ax.imshow(img)
+        else:
+            ax.text(0.5, 0.5, "no QC picture", ha="center", va="center", fontsize=7,
+                    color="0.4", transform=ax.transAxes)
+        flags = _row_flags(r)
+        if flags:
+            text = "\n".join(textwrap.fill(f, 40) for f in flags[:4])
+            if len(flags) > 4:
+                text += f"\n(+{len(flags) - 4} more)"
+            ax.text(0.5, -0.02, text, ha="center", va="top", fontsize=5.5, color="#d00000",
+                    transform=ax.transAxes)
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,
+                                   ec="#d00000", lw=1.5, clip_on=False))
+    n_flagged = sum(1 for r in rows if str(r.get("status", "")) == "ok" and _row_flags(r))
+    n_failed = sum(1 for r in rows if str(r.get("status", "")) != "ok")
+    fig.suptitle(
+        f"ctmorph QC overview: {len(rows)} scans, {n_failed} failed, {n_flagged} flagged. "
+        "red line: growth-plate reference, blue: VOI, green: cortical VOI",
+        fontsize=9, y=1.0 - 0.1 / height, va="top",
+    )
+    p = out_dir / "qc_overview.png"
+    _save(fig, p, dpi=100)
     return p

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "segment": ("pipeline", "batch", "cli", "report"),
     "pipeline": ("batch", "cli"),
     "batch": ("cli",),
+    # QC pictures and flags: fed by the pipeline, never reaching back into it
+    "qc": ("pipeline", "batch", "cli"),
     # a generic executor adapter: it knows nothing of scans
     "distributed": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
                     "report", "qc"),
