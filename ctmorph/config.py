@@ -11,9 +11,10 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["AnalysisConfig", "THICKNESS_CONVENTIONS"]
+__all__ = ["AnalysisConfig", "ROI_MODES", "THICKNESS_CONVENTIONS"]
 
 THICKNESS_CONVENTIONS = ("corrected", "uncorrected")
+ROI_MODES = ("auto", "full", "envelope", "mask")
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,28 @@ class AnalysisConfig:
         Global bone threshold in grey values of the (smoothed) slices, or ``"otsu"``: Otsu's
         threshold of the pooled histogram of all scans of the run (of the one scan when a scan
         is analysed alone).
-    roi : {"auto", "full"}
+    roi : {"auto", "full", "envelope", "mask"}
         ``auto``: endocortical trabecular VOI of a rat distal femur placed from the growth
-        plate; ``full``: every voxel with data is in the VOI.
+        plate; ``full``: every voxel with data is in the VOI; ``envelope``: the region
+        enclosed by the specimen's outer surface (cores, vertebrae, other bones; see
+        :func:`ctmorph.segment.voi.envelope_region`); ``mask``: the user-drawn mask
+        ``roi_mask``.
+    roi_mask : str or None
+        With ``roi="mask"`` (and only then): a multi-page TIFF or a folder of TIFF slices,
+        same shape as the scan, nonzero inside (:func:`ctmorph.segment.voi.open_roi_mask`).
+    roi_offset_frac, roi_height_frac : float or None
+        With ``roi="auto"``: VOI start (proximal of the growth-plate reference) and length
+        as fractions of the bone length ``L`` (the scan must hold the whole bone; see
+        :func:`ctmorph.segment.voi.whole_bone_extent`); when given, ``roi_offset_frac * L``
+        replaces ``roi_offset_mm`` and ``roi_height_frac * L`` replaces ``roi_height_mm``.
+        ``0 <= roi_offset_frac < 1``, ``0 < roi_height_frac <= 1``.
     roi_offset_mm, roi_height_mm : float
         VOI start proximal of the growth-plate reference slice and VOI length, in mm.
+    align : {"auto", "off"}
+        With ``roi="auto"``: fit the bone's long axis to the periosteal envelope and, when it
+        is tilted by 3° or more from the slice normal, analyse the scan resampled (linear
+        interpolation) in slices perpendicular to the axis; the angle is reported either way
+        (``axis_tilt_deg``). ``off``: use the slices as they are.
     distal_end : {"auto", "first", "last"}
         Which end of the stack is distal (``first`` = lowest section number).
     smooth_sigma_vox : float
@@ -68,10 +86,14 @@ class AnalysisConfig:
     """
 
     threshold: float | Literal["otsu"] = "otsu"
-    roi: Literal["auto", "full"] = "auto"
+    roi: Literal["auto", "full", "envelope", "mask"] = "auto"
     roi_offset_mm: float = 1.0
     roi_height_mm: float = 2.0
+    roi_mask: str | None = None
+    roi_offset_frac: float | None = None
+    roi_height_frac: float | None = None
     distal_end: Literal["auto", "first", "last"] = "auto"
+    align: Literal["auto", "off"] = "auto"
     smooth_sigma_vox: float = 1.0
     min_bone_voxels: int = 50
     min_marrow_voxels: int = 50
@@ -94,8 +116,32 @@ class AnalysisConfig:
                 )
         elif not (isinstance(self.threshold, int | float) and math.isfinite(self.threshold)):
             raise ConfigError(f"threshold must be a finite grey value, got {self.threshold!r}")
-        if self.roi not in ("auto", "full"):
-            raise ConfigError(f"roi must be 'auto' or 'full', got {self.roi!r}")
+        if self.roi not in ROI_MODES:
+            raise ConfigError(f"roi must be one of {', '.join(ROI_MODES)}, got {self.roi!r}")
+        if self.roi == "mask" and not self.roi_mask:
+            raise ConfigError("roi=mask needs a mask file (--roi-mask FILE)")
+        if self.roi_mask is not None and self.roi != "mask":
+            raise ConfigError(f"a VOI mask (--roi-mask) needs roi=mask, got roi={self.roi!r}")
+        for name, lo_ok, hi_ok, what in (
+            ("roi_offset_frac", lambda v: v >= 0, lambda v: v < 1, "in [0, 1)"),
+            ("roi_height_frac", lambda v: v > 0, lambda v: v <= 1, "in (0, 1]"),
+        ):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if self.roi != "auto":
+                raise ConfigError(f"{name} (a fraction of bone length) needs roi=auto, "
+                                  f"got roi={self.roi!r}")
+            if not (isinstance(v, int | float) and math.isfinite(v) and lo_ok(v) and hi_ok(v)):
+                raise ConfigError(f"{name} must be a fraction of bone length {what}, got {v!r}")
+        if (self.roi_offset_frac is not None and self.roi_height_frac is not None
+                and self.roi_offset_frac + self.roi_height_frac > 1 + 1e-9):
+            raise ConfigError(
+                f"roi_offset_frac + roi_height_frac must be <= 1 (the VOI ends inside the "
+                f"bone), got {self.roi_offset_frac:g} + {self.roi_height_frac:g}"
+            )
+        if self.align not in ("auto", "off"):
+            raise ConfigError(f"align must be 'auto' or 'off', got {self.align!r}")
         if self.distal_end not in ("auto", "first", "last"):
             raise ConfigError(f"distal_end must be auto, first or last, got {self.distal_end!r}")
         if not self.roi_offset_mm >= 0:
