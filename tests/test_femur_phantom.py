@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ctmorph.errors import ConfigError
 from ctmorph.phantoms.femur import GROUPS, LABELS, _study_design, make_femur, make_sample_study
@@ -219,3 +220,135 @@ def _check_density_truth(a: Path, truth: dict, rec: list[dict]) -> None:
         settings = scan.log.settings()
         assert {k: settings[k] for k in CHECKED_SETTINGS} == {k: femur[k] for k in CHECKED_SETTINGS}
     assert windows[0] == pytest.approx(window) and windows[1] != pytest.approx(window)
+
+
+# --------------------------------------------------------------------------------------------
+# departures from the ideal scan (issue 6): tilt, shift, round ROI, 16 bit, rings, specks,
+# bridged plate
+
+DEP = dict(group="sham", seed=5, voxel_um=12.0, shape_yx=(96, 96), length_mm=2.0,
+           bone_width_mm=0.8)
+
+
+def _tilt_of(direction) -> float:
+    return float(np.degrees(np.arccos(abs(direction[0]) / np.linalg.norm(direction))))
+
+
+@pytest.mark.parametrize("distal_first", [True, False], ids=["distal-first", "proximal-first"])
+def test_tilted_femur_truth_rotates_with_the_bone(distal_first):
+    from ctmorph.segment.axis import bone_axis_from_envelope
+
+    voi = dict(voi_offset_mm=0.3, voi_height_mm=0.5)  # (complete within the 2 mm scan)
+    f = make_femur(axis_tilt_deg=10.0, axis_azimuth_deg=30.0, distal_first=distal_first, **voi,
+                   **DEP)
+    flat = make_femur(distal_first=distal_first, **voi, **DEP)
+    assert f.voi_truth.complete
+    vox = f.spacing[0]
+    u = np.asarray(f.params["axis_direction_zyx"])
+    assert _tilt_of(u) == pytest.approx(10.0, abs=1e-9)
+    assert (u[0] > 0) == distal_first  # distal to proximal in array order
+    # independent check of the axis: a line through the centroids of the labelled envelope
+    env = f.labels >= LABELS["marrow"]
+    axis = bone_axis_from_envelope(env, spacing=f.spacing)
+    assert np.degrees(np.arccos(min(1.0, abs(float(axis.direction @ u))))) < 0.3
+    # the reference point is on the axis, and ref_index is its slice
+    p_ref = np.asarray(f.params["ref_point_mm"])
+    assert np.linalg.norm(axis.at_z(p_ref[0]) - p_ref) < 0.5 * vox
+    assert f.ref_index == round(p_ref[0] / vox)
+    # along the axis, the last cartilage lies within one slice distal of the reference
+    # (nearest-neighbour sampling moves a voxel by at most sqrt(3)/2 voxel)
+    zyx = np.argwhere(f.labels == LABELS["cartilage"]) * vox
+    gap = (p_ref @ u - (zyx @ u).max()) / vox
+    assert 1.0 - 0.87 <= gap <= 1.0 + 0.87
+    # the truth VOI is a slab perpendicular to the axis, as long as designed
+    m = f.voi_mask()
+    proj = (np.argwhere(m) * vox) @ u
+    n_h = round(f.voi_truth.height_mm / vox)
+    assert (proj.max() - proj.min()) / vox == pytest.approx(n_h - 1, abs=2.0)
+    assert (proj.min() - p_ref @ u) / vox == pytest.approx(round(0.3 / vox), abs=1.0)
+    assert m.sum() > 0 and not (m & ~f.endocortical_truth).any()
+    # ... and holds the same trabecular bone fraction as the untilted femur's VOI (the same
+    # field, resampled): within 0.01
+    assert f.voi_truth.bv_tv == pytest.approx(f.bone_truth[m].mean())
+    assert f.voi_truth.bv_tv == pytest.approx(flat.voi_truth.bv_tv, abs=0.01)
+    assert (f.voi_truth.z0, f.voi_truth.z1) == (np.flatnonzero(m.any(axis=(1, 2)))[0],
+                                                np.flatnonzero(m.any(axis=(1, 2)))[-1] + 1)
+
+
+def test_shifted_femur_moves_with_its_truth():
+    flat = make_femur(**DEP)
+    f = make_femur(center_offset_mm=(0.1, -0.2), **DEP)
+    vox = f.spacing[0]
+    z = f.voi_truth.z0
+    c0 = np.argwhere(flat.labels[z] >= LABELS["marrow"]).mean(axis=0) * vox
+    c1 = np.argwhere(f.labels[z] >= LABELS["marrow"]).mean(axis=0) * vox
+    np.testing.assert_allclose(c1 - c0, [0.1, -0.2], atol=0.5 * vox)
+    np.testing.assert_allclose(np.subtract(f.params["ref_point_mm"], flat.params["ref_point_mm"]),
+                               [0.0, 0.1, -0.2], atol=1e-9)
+    assert f.ref_index == flat.ref_index
+    # crossing the field-of-view edge: the shaft reaches the last column
+    g = make_femur(center_offset_mm=(0.0, 0.3), **DEP)
+    assert (g.labels[g.voi_truth.z0][:, -1] >= LABELS["marrow"]).any()
+
+
+def test_round_roi_16_bit_rings_and_specks():
+    plain = make_femur(**DEP)
+    f16 = make_femur(bit_depth=16, **DEP)
+    assert f16.grey.dtype == np.uint16
+    # same noise draws, scaled before rounding: |g16 - 257 g8| <= 257/2 + 1/2 where g8 is
+    # not clipped
+    g8 = plain.grey.astype(np.int64)
+    ok = (g8 > 0) & (g8 < 255)
+    assert np.abs(f16.grey.astype(np.int64) - 257 * g8)[ok].max() <= 129
+
+    roi = make_femur(round_roi=True, **DEP)
+    ny, nx = roi.grey.shape[1:]
+    r2 = (np.arange(ny)[:, None] - (ny - 1) / 2) ** 2 + (np.arange(nx)[None, :] - (nx - 1) / 2) ** 2
+    inside = r2 <= (min(ny, nx) / 2) ** 2
+    assert not roi.grey[:, ~inside].any() and roi.grey[:, inside].min() >= 1
+    np.testing.assert_array_equal(roi.grey[:, inside], np.maximum(plain.grey[:, inside], 1))
+
+    rings = make_femur(rings=4, ring_amplitude=30.0, **DEP)
+    diff = rings.grey.astype(np.float64) - plain.grey
+    prof = np.median(diff, axis=0)  # the same rings in every slice
+    assert 10.0 < np.abs(prof).max() <= 31.0
+    np.testing.assert_allclose(prof, prof.T, atol=1.0)  # concentric about the centre
+    np.testing.assert_allclose(prof, prof[::-1, ::-1], atol=1.0)
+
+    sp = make_femur(specks=12, **DEP)
+    bright = sp.grey >= 190
+    near_bone = ndimage.binary_dilation(sp.labels >= LABELS["marrow"], iterations=3)
+    lab, n = ndimage.label(bright & ~near_bone, structure=np.ones((3, 3, 3)))
+    assert n == 12
+    assert np.array_equal(sp.labels, plain.labels)
+    sizes = np.bincount(lab.ravel())[1:]
+    assert sizes.min() >= 1 and sizes.max() <= 27
+
+
+def test_bridged_plate_covers_the_requested_fraction():
+    kw = dict(DEP, plate_unevenness_mm=0.0)
+    f = make_femur(plate_bridged_fraction=0.2, **kw)
+    plain = make_femur(**kw)
+    z = int(f.params["plate_mid_mm_from_distal"] / f.spacing[0])
+    lab, lab0 = f.labels[z], plain.labels[z]
+    cart0 = lab0 == LABELS["cartilage"]
+    assert cart0.sum() > 100
+    bridged = (lab == LABELS["trabecular"]) & cart0
+    # the requested fraction is of the plate's inner part (0.85 of the shaft radius); the
+    # cartilage reaches the cortex, so the fraction of all cartilage is a little lower
+    assert 0.12 <= bridged.sum() / cart0.sum() <= 0.22
+    # bridges run through the whole cartilage: the plate still ends at the same slice
+    assert f.ref_index == plain.ref_index
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(axis_tilt_deg=20.0), "axis_tilt_deg must be within"),
+    (dict(bit_depth=12), "bit_depth must be 8 or 16"),
+    (dict(plate_bridged_fraction=0.9), "plate_bridged_fraction must be within"),
+    (dict(specks=-1), "specks, rings and ring_amplitude must be >= 0"),
+    (dict(center_offset_mm=(0.0, float("nan"))), "center_offset_mm must be two finite"),
+    (dict(voi_height_mm=0.0), "voi_offset_mm must be >= 0 and voi_height_mm > 0"),
+])
+def test_bad_departure_arguments(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        make_femur(**SMALL, **kwargs)

@@ -36,6 +36,12 @@ HA in :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL` (:data:`STUDY_DENSITY`), th
 phantom scans. All sizes are in mm, so the
 femur looks the same at any voxel size; the cross-section scales with the slice size (shaft
 0.84 of the field of view) so small test femurs still fit.
+
+Departures from the ideal scan, each with its truth (all off by default, and then the arrays
+are exactly those of the ideal femur): the bone axis tilted from the slice normal (the truth
+rotates with it), the bone shifted off centre or across the field-of-view edge, a partly
+bridged growth plate, bright specks, ring artefacts, round-ROI zeros outside the
+reconstruction circle and 16-bit output (see :func:`make_femur`).
 """
 
 from __future__ import annotations
@@ -157,16 +163,17 @@ class FemurPhantom:
 
     Attributes
     ----------
-    grey : (Z, Y, X) ndarray of uint8
-        Reconstructed grey values (air ~10, soft tissue/marrow/cartilage ~60-68, bone ~200-215,
-        Gaussian partial-volume blur, additive noise).
+    grey : (Z, Y, X) ndarray of uint8 or uint16
+        Reconstructed grey values (8-bit: air ~10, soft tissue/marrow/cartilage ~60-68, bone
+        ~200-215, Gaussian partial-volume blur, additive noise; 16-bit: the same × 257).
     bone_truth : (Z, Y, X) ndarray of bool
         Trabecular and cortical bone before blur and noise.
     labels : (Z, Y, X) ndarray of uint8
         Tissue class per voxel, see :data:`LABELS`.
     ref_index : int
         Truth reference slice (array index): the first slice, moving proximally from the distal
-        end, that holds no growth-plate cartilage.
+        end, that holds no growth-plate cartilage. For a tilted bone (``axis_tilt_deg``), the
+        slice holding the truth reference point on the bone axis (``params['ref_point_mm']``).
     distal_end : {'first', 'last'}
         Which end of the array (slice 0 or slice Z-1) is distal.
     voxel_um : float
@@ -174,7 +181,13 @@ class FemurPhantom:
     voi_truth : VoiTruth
         The design VOI and its truth BV/TV.
     params : dict
-        Design parameters (group, seed, geometry in mm, BV/TV targets).
+        Design parameters (group, seed, geometry in mm, BV/TV targets, departures). Always
+        ``axis_direction_zyx`` (unit vector of the bone axis from distal to proximal in array
+        order) and ``ref_point_mm`` (the truth reference point on the axis, (z, y, x) in mm
+        from the centre of voxel 0), so reference errors can be measured along the axis.
+    voi_mask_array : (Z, Y, X) ndarray of bool or None
+        Truth VOI of a tilted bone in the scan frame (None: the VOI is the endocortical truth
+        of slices ``voi_truth.z0 .. z1 - 1``); use :meth:`voi_mask`.
     """
 
     grey: np.ndarray
@@ -185,6 +198,7 @@ class FemurPhantom:
     voxel_um: float
     voi_truth: VoiTruth
     params: dict[str, Any] = field(default_factory=dict)
+    voi_mask_array: np.ndarray | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -204,7 +218,10 @@ class FemurPhantom:
         return (self.labels >= _MARROW) & (self.labels <= _TRAB)
 
     def voi_mask(self) -> np.ndarray:
-        """(Z, Y, X) bool: the true endocortical region restricted to the truth VOI slices."""
+        """(Z, Y, X) bool: the true endocortical region restricted to the truth VOI slices
+        (for a tilted bone: to the slab perpendicular to its axis, in the scan frame)."""
+        if self.voi_mask_array is not None:
+            return self.voi_mask_array.copy()
         out = np.zeros(self.labels.shape, dtype=bool)
         z0, z1 = self.voi_truth.z0, self.voi_truth.z1
         out[z0:z1] = self.endocortical_truth[z0:z1]
@@ -305,6 +322,146 @@ def _sample_coarse(
 
 
 # --------------------------------------------------------------------------------------------
+# departures from the ideal scan (tilt, bridges, rings, specks)
+
+
+def _check_departures(
+    tilt_deg: float, offset: tuple[float, float], bridged: float, specks: int, rings: int,
+    ring_amplitude: float, bit_depth: int, voi_offset: float, voi_height: float,
+) -> None:
+    if not (math.isfinite(tilt_deg) and 0 <= abs(tilt_deg) <= 15):
+        raise ConfigError(f"axis_tilt_deg must be within -15..15 degrees, got {tilt_deg!r}")
+    if len(offset) != 2 or not all(math.isfinite(float(v)) for v in offset):
+        raise ConfigError(f"center_offset_mm must be two finite numbers (mm), got {offset!r}")
+    if not 0 <= bridged <= 0.5:
+        raise ConfigError(f"plate_bridged_fraction must be within 0..0.5, got {bridged!r}")
+    if specks < 0 or rings < 0 or not ring_amplitude >= 0:
+        raise ConfigError(
+            f"specks, rings and ring_amplitude must be >= 0, got {specks!r}, {rings!r}, "
+            f"{ring_amplitude!r}"
+        )
+    if bit_depth not in (8, 16):
+        raise ConfigError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
+    if not (voi_offset >= 0 and voi_height > 0):
+        raise ConfigError(
+            f"voi_offset_mm must be >= 0 and voi_height_mm > 0 (mm), got {voi_offset!r}, "
+            f"{voi_height!r}"
+        )
+
+
+def _rotation_to(direction: np.ndarray) -> np.ndarray:
+    """Smallest rotation (3 x 3, acting on (z, y, x)) taking the z axis to ``direction``."""
+    u = np.asarray(direction, dtype=np.float64)
+    u = u / np.linalg.norm(u)
+    e = np.array([1.0, 0.0, 0.0])
+    v = np.cross(e, u)
+    s, c = float(np.linalg.norm(v)), float(e @ u)
+    if s < 1e-12:
+        return np.eye(3) if c > 0 else np.diag([-1.0, -1.0, 1.0])
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + vx + vx @ vx * ((1.0 - c) / s**2)
+
+
+def _tilt_volume(
+    lab_df: np.ndarray, voi_b: np.ndarray, tilt_deg: float, azimuth_deg: float, ref_k: int,
+    axis_yx: tuple[float, float], vox: float, distal_first: bool,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Rotate the distal-first labels and truth VOI of an untilted femur about the volume
+    centre so the bone axis makes ``tilt_deg`` with the slice normal.
+
+    Nearest-neighbour sampling of the untilted volume at rotated coordinates (labels stay
+    labels; beyond the volume the edge values continue: air, soft tissue, the shaft). Returns
+    the truth record (reference slice, axis, reference point), the rotated labels and the
+    rotated VOI mask (both distal first).
+    """
+    t, a = math.radians(tilt_deg), math.radians(azimuth_deg)
+    u = np.array([math.cos(t), math.sin(t) * math.sin(a), math.sin(t) * math.cos(a)])
+    rot = _rotation_to(u)
+    c = (np.array(lab_df.shape, dtype=np.float64) - 1.0) / 2.0
+    # scan index p -> untilted index c + R^T (p - c)
+    matrix, offset = rot.T, c - rot.T @ c
+    rotated = ndimage.affine_transform(lab_df, matrix, offset=offset, order=0, mode="nearest",
+                                       output=np.uint8)
+    voi = ndimage.affine_transform(voi_b, matrix, offset=offset, order=0, mode="constant",
+                                   cval=0, output=np.uint8).astype(bool)
+    p_ref = c + rot @ (np.array([ref_k, axis_yx[0], axis_yx[1]]) - c)
+    nz = lab_df.shape[0]
+    z_ref = int(np.clip(round(float(p_ref[0])), 0, nz - 1))
+    if not distal_first:
+        p_ref[0] = nz - 1 - p_ref[0]
+        u = u * np.array([-1.0, 1.0, 1.0])
+    record = {
+        "ref_index": z_ref if distal_first else nz - 1 - z_ref,
+        "axis_direction_zyx": [float(v) for v in u],
+        "ref_point_mm": [float(v) * vox for v in p_ref],
+    }
+    return record, rotated, voi
+
+
+def _plate_bridges(
+    rng: np.random.Generator, rho: np.ndarray, r_shaft: np.ndarray, vox: float, fraction: float
+) -> np.ndarray:
+    """(Y, X) bool: discs (0.04-0.1 mm across) covering ``fraction`` of the plate's interior
+    (pixels within 0.85 of the shaft radius), where bone bridges the cartilage."""
+    inside = rho < 0.85 * r_shaft
+    n_in = int(np.count_nonzero(inside))
+    out = np.zeros(rho.shape, dtype=bool)
+    if n_in == 0:
+        return out
+    cand = np.flatnonzero(inside.ravel())
+    ny, nx = rho.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    for _ in range(10_000):
+        if np.count_nonzero(out & inside) >= fraction * n_in:
+            break
+        k = int(cand[rng.integers(0, cand.size)])
+        cy, cx = divmod(k, nx)
+        r = 0.5 * float(rng.uniform(0.04, 0.10)) / vox
+        ri = int(math.ceil(r))
+        ys, xs = slice(max(0, cy - ri), cy + ri + 1), slice(max(0, cx - ri), cx + ri + 1)
+        out[ys, xs] |= (yy[ys, xs] - cy) ** 2 + (xx[ys, xs] - cx) ** 2 <= r * r
+    return out
+
+
+def _ring_profile(
+    rng: np.random.Generator, ny: int, nx: int, n: int, amplitude: float
+) -> np.ndarray:
+    """(Y, X) float32: ``n`` Gaussian rings (sigma 0.7 px) about the image centre at random
+    radii, amplitudes ±(0.5-1) x ``amplitude`` grey values."""
+    yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
+    r = np.hypot(np.arange(ny)[:, None] - yc, np.arange(nx)[None, :] - xc)
+    out = np.zeros((ny, nx), dtype=np.float64)
+    radii = rng.uniform(0.03, 0.48, n) * min(ny, nx)
+    amps = amplitude * rng.uniform(0.5, 1.0, n) * rng.choice([-1.0, 1.0], n)
+    for ri, ai in zip(radii, amps, strict=True):
+        out += ai * np.exp(-0.5 * ((r - ri) / 0.7) ** 2)
+    return out.astype(np.float32)
+
+
+def _speck_positions(
+    rng: np.random.Generator, lab_df: np.ndarray, n: int, round_roi: bool
+) -> list[tuple[int, int, int, int, float]]:
+    """``n`` bright specks (z, y, x, cube size 1-3, grey 200-255) in air or soft tissue, at
+    least 4 voxels (in-plane) from bone, inside the reconstruction circle."""
+    nz, ny, nx = lab_df.shape
+    yc, xc, rad = (ny - 1) / 2.0, (nx - 1) / 2.0, min(ny, nx) / 2.0 - 4.0
+    out: list[tuple[int, int, int, int, float]] = []
+    for _ in range(200 * n):
+        if len(out) == n:
+            break
+        size = int(rng.integers(1, 4))
+        z = int(rng.integers(0, nz - size + 1))
+        y = int(rng.integers(4, ny - size - 4))
+        x = int(rng.integers(4, nx - size - 4))
+        if round_roi and math.hypot(y - yc, x - xc) > rad - size:
+            continue
+        around = lab_df[z : z + size, y - 4 : y + size + 4, x - 4 : x + size + 4]
+        if (around <= _SOFT).all():
+            out.append((z, y, x, size, float(rng.uniform(200.0, 255.0))))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # the femur
 
 
@@ -324,6 +481,17 @@ def make_femur(
     bone_width_mm: float | None = None,
     blur_vox: float = 0.7,
     noise_sd: float = 6.0,
+    axis_tilt_deg: float = 0.0,
+    axis_azimuth_deg: float = 0.0,
+    center_offset_mm: tuple[float, float] = (0.0, 0.0),
+    plate_bridged_fraction: float = 0.0,
+    specks: int = 0,
+    rings: int = 0,
+    ring_amplitude: float = 40.0,
+    round_roi: bool = False,
+    bit_depth: int = 8,
+    voi_offset_mm: float = _VOI_OFFSET_MM,
+    voi_height_mm: float = _VOI_HEIGHT_MM,
 ) -> FemurPhantom:
     """Build a synthetic rat distal femur scan (deterministic for a given ``seed``).
 
@@ -359,6 +527,40 @@ def make_femur(
         Partial-volume Gaussian blur sigma in voxels.
     noise_sd : float
         Additive noise SD in grey values.
+    axis_tilt_deg : float
+        Angle (degrees, 0-15) between the bone's long axis and the slice normal. The whole
+        bone (and the soft tissue around it) is rotated about the centre of the volume: the
+        labels of the untilted femur are sampled (nearest) at rotated coordinates, then blur
+        and noise are applied in the scan frame. The truth rotates with it: ``ref_index`` is
+        the slice of the truth reference point on the bone axis, ``params['ref_point_mm']``
+        that point, ``params['axis_direction_zyx']`` the axis (distal to proximal, array
+        order), and :meth:`FemurPhantom.voi_mask` the rotated truth VOI (slices perpendicular
+        to the bone axis).
+    axis_azimuth_deg : float
+        In-plane direction (degrees from +x towards +y) towards which the proximal end leans.
+    center_offset_mm : (float, float)
+        Shift (y, x) in mm of the bone axis from the image centre (a bone touching or crossing
+        the field-of-view edge).
+    plate_bridged_fraction : float
+        Fraction (0-0.5) of the growth-plate area where bone bridges across the cartilage
+        (discs of 0.04-0.1 mm diameter through the whole cartilage thickness).
+    specks : int
+        Number of bright specks (isolated cubes of 1-3 voxels, grey 200-255) in air and soft
+        tissue, at least 4 voxels from bone.
+    rings : int
+        Number of ring artefacts: concentric rings about the image centre (the rotation
+        centre), about 1.6 voxels wide, the same in every slice.
+    ring_amplitude : float
+        Largest ring amplitude in 8-bit grey values (signs alternate at random).
+    round_roi : bool
+        NRecon ``ON_ROUND`` reconstruction: grey exactly 0 outside the circle inscribed in the
+        slice (no data), at least 1 inside.
+    bit_depth : {8, 16}
+        8: uint8 grey; 16: uint16 grey under the same CS window (8-bit grey × 65535 / 255,
+        rounded after noise, so finer quantisation).
+    voi_offset_mm, voi_height_mm : float
+        Placement of the truth VOI (mm proximal of the truth reference, and length). The
+        trabecular design (BV/TV profile) always follows the standard 1.0-3.0 mm VOI.
 
     Returns
     -------
@@ -380,6 +582,10 @@ def make_femur(
             "plate_unevenness_mm must be >= 0, plate_thickness_mm > 0 and epiphysis_mm > "
             f"{_CAP_MM} mm"
         )
+    _check_departures(
+        axis_tilt_deg, center_offset_mm, plate_bridged_fraction, specks, rings, ring_amplitude,
+        bit_depth, voi_offset_mm, voi_height_mm,
+    )
     t_start = time.perf_counter()
     vox = voxel_um / 1000.0
     nz = int(round(length_mm / vox))
@@ -397,6 +603,10 @@ def make_femur(
     b_shaft = 0.86 * a_shaft  # anteroposterior (y)
     yy = (np.arange(ny, dtype=np.float32) - (ny - 1) / 2.0) * np.float32(vox)
     xx = (np.arange(nx, dtype=np.float32) - (nx - 1) / 2.0) * np.float32(vox)
+    shift_y, shift_x = (float(v) for v in center_offset_mm)
+    if shift_y or shift_x:  # (no arithmetic at all by default: identical arrays)
+        yy = yy - np.float32(shift_y)
+        xx = xx - np.float32(shift_x)
     ygrid, xgrid = np.meshgrid(yy, xx, indexing="ij")
     rho = np.hypot(ygrid, xgrid)
     theta = np.arctan2(ygrid, xgrid)
@@ -421,6 +631,12 @@ def make_femur(
     s_dist = (mid - plate_thickness_mm / 2.0).astype(np.float32)  # cartilage starts
     s_prox = (mid + plate_thickness_mm / 2.0).astype(np.float32)  # cartilage ends
     s_epi = s_dist - np.float32(_EPI_PLATE_MM)  # epiphyseal bone plate starts
+    # departures draw from their own stream, so the default femur is unchanged
+    rng_dep = np.random.default_rng(np.random.SeedSequence([seed, 0x6465]))
+    bridges = (
+        _plate_bridges(rng_dep, rho, r_shaft, vox, plate_bridged_fraction)
+        if plate_bridged_fraction > 0 else None
+    )
 
     geo_cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
 
@@ -546,6 +762,8 @@ def make_femur(
             if d < float(s_prox.max()):
                 cart = endo & (d >= s_dist) & (d < s_prox)
                 np.copyto(lab, np.uint8(_CART), where=cart)
+                if bridges is not None:
+                    np.copyto(lab, np.uint8(_TRAB), where=cart & bridges)
                 ek_ = e_slab[k - k0] if k < k_ea else np.full_like(fk, np.inf)
                 epi_bone = endo & (d < s_dist) & ((ek_ < t_epi) | (d >= s_epi))
                 np.copyto(lab, np.uint8(_TRAB), where=epi_bone)
@@ -565,23 +783,56 @@ def make_femur(
     has_cart = np.flatnonzero((labels == _CART).any(axis=(1, 2)))
     last_cart = int(has_cart.max()) if distal_first else nz - 1 - int(has_cart.min())
     ref_k = last_cart + 1
-    n_off = int(round(_VOI_OFFSET_MM / vox))
-    n_h = int(round(_VOI_HEIGHT_MM / vox))
+    n_off = int(round(voi_offset_mm / vox))
+    n_h = int(round(voi_height_mm / vox))
     v0, v1 = ref_k + n_off, ref_k + n_off + n_h
     complete = v1 <= nz
     v0, v1 = min(v0, nz), min(v1, nz)
-    if distal_first:
-        ref_index, z0, z1 = ref_k, v0, v1
+    voi_mask_array = None
+    tilt: dict[str, Any] = {}
+    if axis_tilt_deg != 0:
+        lab_df = labels if distal_first else labels[::-1]
+        voi_b = np.zeros(labels.shape, dtype=np.uint8)
+        part = lab_df[v0:v1]
+        voi_b[v0:v1] = (part >= _MARROW) & (part <= _TRAB)
+        axis_yx = ((ny - 1) / 2.0 + shift_y / vox, (nx - 1) / 2.0 + shift_x / vox)
+        tilt, rotated, voi_df = _tilt_volume(
+            lab_df, voi_b, axis_tilt_deg, axis_azimuth_deg, ref_k, axis_yx, vox, distal_first
+        )
+        lab_df[...] = rotated
+        del rotated, voi_b
+        voi_mask_array = voi_df if distal_first else np.ascontiguousarray(voi_df[::-1])
+        del voi_df
+        ref_index = tilt.pop("ref_index")
+        zs = np.flatnonzero(voi_mask_array.any(axis=(1, 2)))
+        z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, 0)
+        bone_truth = labels >= _TRAB
+        tv = int(np.count_nonzero(voi_mask_array))
+        bv_truth = (float(np.count_nonzero(bone_truth & voi_mask_array) / tv) if tv
+                    else float("nan"))
     else:
-        ref_index, z0, z1 = nz - 1 - ref_k, nz - v1, nz - v0
-    bone_truth = labels >= _TRAB
-    lab_voi = labels[z0:z1]
-    endo_voi = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
-    tv = int(np.count_nonzero(endo_voi))
-    bv_truth = float(np.count_nonzero(lab_voi == _TRAB) / tv) if tv else float("nan")
+        ay, ax = shift_y / vox + (ny - 1) / 2.0, shift_x / vox + (nx - 1) / 2.0
+        tilt = {
+            "axis_direction_zyx": [1.0 if distal_first else -1.0, 0.0, 0.0],
+            "ref_point_mm": [(ref_k if distal_first else nz - 1 - ref_k) * vox, ay * vox,
+                             ax * vox],
+        }
+        if distal_first:
+            ref_index, z0, z1 = ref_k, v0, v1
+        else:
+            ref_index, z0, z1 = nz - 1 - ref_k, nz - v1, nz - v0
+        bone_truth = labels >= _TRAB
+        lab_voi = labels[z0:z1]
+        endo_voi = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
+        tv = int(np.count_nonzero(endo_voi))
+        bv_truth = float(np.count_nonzero(lab_voi == _TRAB) / tv) if tv else float("nan")
 
     # ---- grey values: levels, partial-volume blur, noise, 8-bit (slab by slab with a halo)
-    grey = np.empty((nz, ny, nx), dtype=np.uint8)
+    gmax = 255.0 if bit_depth == 8 else 65535.0
+    grey = np.empty((nz, ny, nx), dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    ring_profile = _ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
+    speck_list = (_speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
+                                   round_roi) if specks else [])
     halo = int(math.ceil(3.0 * blur_vox)) if blur_vox > 0 else 0
     chunk = 32
     # White noise: windows at random offsets into a pool of normal deviates two chunks long
@@ -602,12 +853,26 @@ def make_femur(
         if noise_sd > 0:
             off = int(rng_noise.integers(0, pool.size - g.size + 1))
             g += pool[off : off + g.size].reshape(g.shape)
+        if ring_profile is not None:
+            g += ring_profile
+        for zs_, ys_, xs_, size, level in speck_list:
+            if z0c <= zs_ < z1c:
+                g[zs_ - z0c : zs_ - z0c + size, ys_ : ys_ + size, xs_ : xs_ + size] = level
+        if bit_depth != 8:
+            g *= np.float32(gmax / 255.0)
         np.rint(g, out=g)
-        np.clip(g, 0.0, 255.0, out=g)
+        np.clip(g, 0.0, gmax, out=g)
         grey_df[z0c:z1c] = g
+    if round_roi:
+        yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
+        r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
+        inside = r2 <= (min(ny, nx) / 2.0) ** 2
+        grey[:, ~inside] = 0
+        np.maximum(grey, 1, out=grey, where=inside[None])
 
     voi = VoiTruth(
-        z0=z0, z1=z1, offset_mm=_VOI_OFFSET_MM, height_mm=_VOI_HEIGHT_MM, complete=complete,
+        z0=z0, z1=z1, offset_mm=float(voi_offset_mm), height_mm=float(voi_height_mm),
+        complete=complete,
         bv_tv=bv_truth, bv_tv_design=target,
     )
     params: dict[str, Any] = {
@@ -631,6 +896,16 @@ def make_femur(
         "bone_width_mm": width,
         "blur_vox": blur_vox,
         "noise_sd": noise_sd,
+        "axis_tilt_deg": float(axis_tilt_deg),
+        "axis_azimuth_deg": float(axis_azimuth_deg),
+        "center_offset_mm": [shift_y, shift_x],
+        "plate_bridged_fraction": float(plate_bridged_fraction),
+        "specks": int(specks),
+        "rings": int(rings),
+        "ring_amplitude": float(ring_amplitude),
+        "round_roi": bool(round_roi),
+        "bit_depth": int(bit_depth),
+        **tilt,
     }
     logger.debug(
         "femur %s seed %d: %d slices, ref %d, VOI BV/TV %.3f (design %.3f) in %.2f s",
@@ -645,6 +920,7 @@ def make_femur(
         voxel_um=float(voxel_um),
         voi_truth=voi,
         params=params,
+        voi_mask_array=voi_mask_array,
     )
 
 
