@@ -8,6 +8,7 @@ writes next to it (per-scan JSON, QC pictures).
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -37,36 +38,25 @@ from .morphometry import (
     smi,
     trabecular_analysis,
 )
-from .segment.femur import auto_trabecular_voi, periosteal_envelope
-from .segment.threshold import binarize, despeckle, grey_histogram, otsu_threshold
+from .qc import AxialQc, QcData, qc_flags
+from .segment import femur as _femur
+from .segment.axis import AlignedSource, BoneAxis, fit_bone_axis
+from .segment.threshold import binarize, despeckle_core, grey_histogram, otsu_threshold
+from .segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 
 __all__ = ["analyze_scan", "measure_scan", "ScanResult", "QcData", "STAGES", "software_versions"]
 
 logger = logging.getLogger(__name__)
 
+#: Bone-axis tilt (degrees from the slice normal) from which an auto-ROI scan is resampled
+#: along the axis. Below it the growth plate still lies within a few slices and resampling
+#: (linear interpolation) would cost more than it gains.
+ALIGN_MIN_DEG = 3.0
+
 #: Stages reported to the progress callback, in order.
-STAGES = ("load", "segment", "voi", "measure")
+STAGES = ("read", "growth plate", "voi", "measure")
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class QcData:
-    """Small arrays for the QC pictures of one scan (no full volumes)."""
-
-    longitudinal: np.ndarray  # (Z, X) grey section through the stack centre
-    longitudinal_bone: np.ndarray  # (Z, X) bool
-    longitudinal_voi: np.ndarray  # (Z, X) bool
-    axial: np.ndarray  # (Y, X) grey slice at the VOI middle
-    axial_bone: np.ndarray  # (Y, X) bool
-    axial_voi: np.ndarray  # (Y, X) bool
-    axial_index: int
-    histogram: np.ndarray  # grey histogram of the scan
-    threshold: float
-    ref_index: int | None
-    voi_range: tuple[int, int]  # [z0, z1) array indices
-    sections: np.ndarray
-    profiles: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -196,14 +186,10 @@ def measure_scan(
     cfg = config or AnalysisConfig()
     step = progress or (lambda stage: None)
     t_start = time.perf_counter()
-    step("load")
+    step("read")
     scan = read_scan(path, voxel_size_um=cfg.voxel_size_um)
-    grey = scan.read_volume()
     spacing = scan.spacing
-    valid = grey != 0 if scan.no_data_zero else None
-    hist = np.zeros(scan.gmax + 1, dtype=np.int64)
-    for z in range(grey.shape[0]):
-        hist += grey_histogram(grey[z], gmax=scan.gmax, no_data_zero=scan.no_data_zero)
+    nz, ny, nx = scan.shape
 
     cal = load_calibration(cfg.calibration) if cfg.calibration else None
     window = None
@@ -218,6 +204,7 @@ def measure_scan(
                 raise CalibrationError(msg)
             logger.warning("%s", msg)
 
+    hist: np.ndarray | None = None
     if cal is not None and cfg.threshold_density is not None:
         thr = density_to_grey(cfg.threshold_density, cal, window, scan.gmax)
         method = f"density {cfg.threshold_density:g} g/cm³ HA"
@@ -225,6 +212,7 @@ def measure_scan(
         thr = float(threshold)
         method = threshold_method or "given"
     elif cfg.threshold == "otsu":
+        hist = scan_histogram(scan)  # one extra streamed read: the threshold comes first
         thr = otsu_threshold(hist)
         method = "otsu (this scan only)"
     else:
@@ -234,83 +222,158 @@ def measure_scan(
         raise SegmentationError(
             f"{scan.name}: threshold {thr:g} is outside the grey range 0..{scan.gmax} of the slices"
         )
+    roi_mask = None
+    if cfg.roi == "mask":
+        roi_mask = open_roi_mask(cfg.roi_mask, shape=scan.shape)  # checked before any work
 
-    step("segment")
-    bone = binarize(grey, thr, sigma_vox=cfg.smooth_sigma_vox)
-    if valid is not None:
-        bone &= valid
-    bone = despeckle(
-        bone,
-        min_bone_voxels=cfg.min_bone_voxels,
-        min_marrow_voxels=cfg.min_marrow_voxels,
-        valid=valid,
-    )
-    if not bone.any():
+    seg = _Segmenter(scan, thr, cfg)
+    # pass 1: stream the scan; keep per-slice summaries and the QC section only
+    # (--roi full/envelope: the whole scan is the VOI and is kept)
+    p1 = _pass1(scan, seg, keep_volume=cfg.roi in ("full", "envelope"), need_hist=hist is None,
+                need_maps=cfg.roi == "auto")
+    if hist is None:
+        hist = p1.hist
+    if not p1.any_bone:
         raise SegmentationError(f"{scan.name}: no voxel is above the threshold {thr:g}")
+    # a femur mounted at an angle: fit its axis to the envelope centroids and, when the tilt
+    # matters, run everything else in a frame resampled along the axis
+    src: Scan | AlignedSource = scan
+    axis: BoneAxis | None = None
+    if cfg.roi == "auto" and cfg.align == "auto":
+        axis = _fit_axis(p1, spacing, scan.name)
+        if axis is not None and axis.tilt_deg >= ALIGN_MIN_DEG:
+            logger.info("%s: bone axis tilted %.1f° from the slice normal: aligning",
+                        scan.name, axis.tilt_deg)
+            src = AlignedSource(scan, axis)
+            seg = _Segmenter(src, thr, cfg)
+            p1 = _pass1(src, seg, keep_volume=False, need_hist=False)
 
-    step("voi")
-    nz = grey.shape[0]
+    step("growth plate")
     profiles: dict[str, np.ndarray] = {}
+    cortical_range: tuple[int, int] | None = None
+    plate_end_mm: float | None = None
+    offset_mm, height_mm = cfg.roi_offset_mm, cfg.roi_height_mm
+    bone_length_mm: float | None = None
+    slab = None
     if cfg.roi == "auto":
         try:
-            tv = auto_trabecular_voi(
-                bone,
-                spacing=spacing,
-                offset_mm=cfg.roi_offset_mm,
-                height_mm=cfg.roi_height_mm,
-                distal_end=cfg.distal_end,
-            )
+            if cfg.roi_offset_frac is not None or cfg.roi_height_frac is not None:
+                area = p1.counts["envelope"] * (spacing[1] * spacing[2])
+                first, last = whole_bone_extent(area, spacing[0])
+                bone_length_mm = (last - first + 1) * spacing[0]
+                if cfg.roi_offset_frac is not None:
+                    offset_mm = cfg.roi_offset_frac * bone_length_mm
+                if cfg.roi_height_frac is not None:
+                    height_mm = cfg.roi_height_frac * bone_length_mm
+                logger.info("%s: bone length %.2f mm: VOI %.2f mm from %.2f mm proximal of "
+                            "the reference", scan.name, bone_length_mm, height_mm, offset_mm)
+            plate = _find_plate(seg, p1, cfg, spacing, offset_mm=offset_mm,
+                                height_mm=height_mm)
         except SegmentationError as exc:
             raise SegmentationError(f"{scan.name}: {exc}") from None
-        z0, z1, ref_index, distal_end = tv.z0, tv.z1, tv.ref_index, tv.distal_end
+        z0, z1, ref_index, distal_end = plate.z0, plate.z1, plate.ref_index, plate.distal_end
+        plate_end_mm = plate.end_distance_mm
+        profiles = plate.profiles
         ctx = int(round(cfg.context_mm / spacing[0]))
         a, b = max(0, z0 - ctx), min(nz, z1 + ctx)
-        region, voi_full = tv.region, tv.voi
-        profiles = dict(tv.profiles)
-    else:
-        z0, z1, ref_index, distal_end = 0, nz, None, None
+
+        step("voi")
+        mid = (z0 + z1) // 2
+        axial_at = {"top": z1 - 1, "middle": mid, "bottom": z0}
+        if distal_end == "last":
+            axial_at = {"top": z0, "middle": mid, "bottom": z1 - 1}
+        # in-plane the envelope's box (+2 px) holds every bone voxel of the femur and all of
+        # the marrow space (the endocortical region), so cropping to it changes no sphere
+        slab = _load_slab(seg, a, b, plate.filled, p1, pad=2,
+                          want_grey=cal is not None, axial_at=axial_at)
+        region = slab.region
+        voi = np.zeros_like(region)
+        voi[z0 - a : z1 - a] = region[z0 - a : z1 - a]
+        if not voi.any():
+            raise SegmentationError(
+                f"{scan.name}: the trabecular VOI is empty: no endocortical region in slices "
+                f"{z0}..{z1 - 1}"
+            )
+        n_empty = int(np.count_nonzero(~voi[z0 - a : z1 - a].any(axis=(1, 2))))
+        if n_empty > 0.1 * (z1 - z0):
+            raise SegmentationError(
+                f"{scan.name}: the trabecular VOI is incomplete: {n_empty} of {z1 - z0} slices "
+                "have no endocortical region"
+            )
+        region_area = np.full(nz, np.nan)
+        region_area[a:b] = region.sum(axis=(1, 2)) * (spacing[1] * spacing[2])
+        profiles["region_area_mm2"] = region_area
+        bone_s, grey_s = slab.bone, slab.grey  # grey only when calibrated (density)
+        valid_s = (grey_s != 0) if src.no_data_zero and grey_s is not None else None
+    elif cfg.roi == "mask":
+        step("voi")
+        assert roi_mask is not None
+        z0, z1 = roi_mask.z_range
+        ref_index = distal_end = None
+        ctx = int(round(cfg.context_mm / spacing[0]))
+        a, b = max(0, z0 - ctx), min(nz, z1 + ctx)
+        bone_s = np.empty((b - a, ny, nx), dtype=bool)
+        grey_s = np.empty((b - a, ny, nx), dtype=scan.dtype)
+        chunk = _chunk_slices(ny * nx)[0]
+        for s in range(a, b, chunk):
+            e = min(b, s + chunk)
+            bone_s[s - a : e - a], grey_s[s - a : e - a] = seg.chunk(s, e)
+        valid_s = (grey_s != 0) if src.no_data_zero else None
+        # the mask's wall is not a surface: marrow spheres may reach past it (DESIGN §4)
+        region = valid_s if valid_s is not None else np.ones(bone_s.shape, dtype=bool)
+        voi = np.zeros(bone_s.shape, dtype=bool)
+        voi[z0 - a : z1 - a] = roi_mask.read(z0, z1)
+        voi &= region
+    else:  # full, envelope: the whole scan, kept by pass 1
+        step("voi")
+        ref_index, distal_end = None, None
         a, b = 0, nz
-        region = valid if valid is not None else np.ones(bone.shape, dtype=bool)
-        voi_full = region
-    voi = voi_full[a:b]
+        bone_s = p1.volume
+        grey_s = scan.read_volume() if cal is not None else None
+        valid_s = p1.valid
+        region = valid_s if valid_s is not None else np.ones(bone_s.shape, dtype=bool)
+        if cfg.roi == "envelope":
+            # the specimen's outer surface bounds the marrow, as the endocortical one does
+            region = envelope_region(bone_s, spacing=spacing) & region
+        voi = region
+        zs = np.flatnonzero(voi.any(axis=(1, 2)))
+        z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, nz)
     if not voi.any():
         raise SegmentationError(f"{scan.name}: the VOI is empty")
 
     step("measure")
     try:
         tb = trabecular_analysis(
-            bone[a:b],
-            voi,
-            spacing=spacing,
-            marrow_space=region[a:b],
+            bone_s, voi, spacing=spacing, marrow_space=region,
             convention=cfg.thickness_convention,
         )
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
     metrics = dict(tb.metrics)
-    metrics.update(structure_metrics(bone[a:b], voi, spacing=spacing))
+    metrics.update(structure_metrics(bone_s, voi, spacing=spacing))
     # the local-thickness maps the numbers came from, over the VOI's bounding box
     z0b, z1b, y0b, y1b, x0b, x1b = tb.box
     in_box = (slice(z0b, z1b), slice(y0b, y1b), slice(x0b, x1b))
-    voi_b, bone_b = voi[in_box], bone[a:b][in_box]
-    marrow_b = voi_b & region[a:b][in_box] & ~bone_b
+    voi_b, bone_b = voi[in_box], bone_s[in_box]
+    marrow_b = voi_b & region[in_box] & ~bone_b
     histograms = {
         "Tb.Th": thickness_histogram(tb.thickness[voi_b & bone_b], spacing[0]),
         "Tb.Sp": thickness_histogram(tb.separation[marrow_b], spacing[0]),
     }
+    del marrow_b
     maps: dict[str, np.ndarray] = {}
     if cfg.save_maps:
+        ys, xs = slab.crop if slab is not None else (slice(0, ny), slice(0, nx))
         for name, m in (("thickness", tb.thickness), ("separation", tb.separation)):
-            full = np.zeros(voi.shape, dtype=np.float32)
-            full[in_box] = np.where(voi_b, m, np.float32(0.0))
+            full = np.zeros((b - a, ny, nx), dtype=np.float32)
+            full[:, ys, xs][in_box] = np.where(voi_b, m, np.float32(0.0))
             maps[name] = full
 
     if cal is not None:
         metrics.update(
             density_metrics(
-                grey[a:b], bone[a:b], voi, scan_window=window, gmax=scan.gmax,
-                calibration=cal, tmd_erosion_vox=cfg.tmd_erosion_vox,
-                valid=None if valid is None else valid[a:b],
+                grey_s, bone_s, voi, scan_window=window, gmax=scan.gmax,
+                calibration=cal, tmd_erosion_vox=cfg.tmd_erosion_vox, valid=valid_s,
             )
         )
 
@@ -324,27 +387,30 @@ def measure_scan(
                 f"({cfg.cortical_offset_mm:g}-{cfg.cortical_offset_mm + cfg.cortical_height_mm:g}"
                 " mm proximal of the growth plate)"
             )
+        cortical_range = (c0, c1)
+        cs = _load_slab(seg, c0, c1, plate.filled, p1, pad=2, want_grey=cal is not None,
+                        want_envelope=True)
         # cortical bone: bone outside the endocortical region, so trabeculae attached to the
         # endosteal surface are not counted as cortex
-        slab = bone[c0:c1] & ~region[c0:c1]
+        cslab = cs.bone & ~cs.region
         try:
             cortical = cortical_morphometry(
-                slab, periosteal_envelope(bone[c0:c1], spacing=spacing), spacing=spacing,
+                cslab, cs.envelope, spacing=spacing,
                 thickness_convention=cfg.thickness_convention,
             )
         except SegmentationError as exc:
             raise SegmentationError(f"{scan.name}: cortical VOI: {exc}") from None
-        cortical = {"ct_first_slice": int(scan.sections[c0]),
-                    "ct_last_slice": int(scan.sections[c1 - 1]), **cortical}
+        cortical = {"ct_first_slice": int(src.sections[c0]),
+                    "ct_last_slice": int(src.sections[c1 - 1]), **cortical}
         if cal is not None:
             dens = density_metrics(
-                grey[c0:c1], slab, np.ones_like(slab), scan_window=window, gmax=scan.gmax,
+                cs.grey, cslab, np.ones_like(cslab), scan_window=window, gmax=scan.gmax,
                 calibration=cal, tmd_erosion_vox=cfg.tmd_erosion_vox,
-                valid=None if valid is None else valid[c0:c1],
+                valid=(cs.grey != 0) if src.no_data_zero else None,
             )
             cortical["Ct.TMD"] = dens["TMD"]
 
-    sections = scan.sections
+    sections = src.sections
     row: dict[str, Any] = {
         "scan": scan.name,
         "status": "ok",
@@ -361,8 +427,15 @@ def measure_scan(
         "ref_slice": int(sections[ref_index]) if ref_index is not None else None,
         "voi_first_slice": int(sections[z0]),
         "voi_last_slice": int(sections[z1 - 1]),
-        "voi_offset_mm": cfg.roi_offset_mm if cfg.roi == "auto" else None,
+        "voi_offset_mm": offset_mm if cfg.roi == "auto" else None,
         "voi_height_mm": (z1 - z0) * spacing[0],
+        "voi_offset_frac": cfg.roi_offset_frac,
+        "voi_height_frac": cfg.roi_height_frac,
+        "bone_length_mm": bone_length_mm,
+        "roi_mask": cfg.roi_mask,
+        "plate_end_distance_mm": plate_end_mm,
+        "axis_tilt_deg": axis.tilt_deg if axis is not None else None,
+        "axis_aligned": src is not scan,
     }
     row.update(metrics)
     row.update(cortical)
@@ -378,21 +451,36 @@ def measure_scan(
         }
     )
 
-    mid = (z0 + z1) // 2
-    cy = bone.shape[1] // 2
+    # QC: longitudinal section (from pass 1), VOI on it from the loaded slab
+    cy = ny // 2
+    long_voi = np.zeros((nz, nx), dtype=bool)
+    axials: list[AxialQc] = []
+    if slab is not None:
+        ys, xs = slab.crop
+        if ys.start <= cy < ys.stop:
+            long_voi[a:b, xs] = voi[:, cy - ys.start, :]
+        for label, (idx, grey2, bone2) in slab.axials.items():
+            voi2 = np.zeros((ny, nx), dtype=bool)
+            voi2[ys, xs] = voi[idx - a]
+            axials.append(AxialQc(label, idx, int(sections[idx]), grey2, bone2, voi2))
+    else:
+        long_voi[a:b] = voi[:, cy, :]
+        labels = (("bottom", z0), ("middle", (z0 + z1) // 2), ("top", z1 - 1))
+        for label, idx in labels:
+            axials.append(AxialQc(label, idx, int(sections[idx]), src.read_slab(idx, idx + 1)[0],
+                                  bone_s[idx - a].copy(), voi[idx - a].copy()))
     qc = QcData(
-        longitudinal=np.asarray(grey[:, cy, :]),
-        longitudinal_bone=bone[:, cy, :].copy(),
-        longitudinal_voi=voi_full[:, cy, :].copy(),
-        axial=np.asarray(grey[mid]),
-        axial_bone=bone[mid].copy(),
-        axial_voi=voi_full[mid].copy(),
-        axial_index=mid,
+        longitudinal=p1.long_grey,
+        longitudinal_bone=p1.long_bone,
+        longitudinal_voi=long_voi,
+        axials=axials,
         histogram=hist,
         threshold=thr,
         ref_index=ref_index,
         voi_range=(z0, z1),
         sections=np.asarray(sections),
+        cortical_range=cortical_range,
+        axis_tilt_deg=axis.tilt_deg if axis is not None else None,
         profiles=profiles,
     )
     details = {
@@ -405,6 +493,14 @@ def measure_scan(
             "z1": z1,
             "context_slices": [a, b],
             "distal_end": distal_end,
+            "axis": None if axis is None else {
+                "tilt_deg": axis.tilt_deg,
+                "direction_zyx": [float(v) for v in axis.direction],
+                "point_mm": [float(v) for v in axis.point],
+                "slices_used": axis.n_slices_used,
+                "residual_mm": axis.residual_mm,
+                "aligned": src is not scan,
+            },
         },
         "results": metrics,
         "histograms": histograms,
@@ -413,5 +509,281 @@ def measure_scan(
         "input_hash": row["input_hash"],
         "config_hash": row["config_hash"],
     }
+    row["qc_flags"] = "; ".join(qc_flags(row))
     logger.info("%s: done in %.1f s", scan.name, row["seconds"])
     return ScanResult(row=row, details=details, qc=qc, maps=maps)
+
+
+# --------------------------------------------------------------------------------------------
+# streaming: exact segmentation of slabs, pass 1 summaries, plate, VOI slab
+
+#: Voxels segmented at once (smoothing and despeckle labels cost ~10 B/voxel), voxels per
+#: envelope-map computation (~20 B/voxel), and the despeckle halos tried before the
+#: always-exact one (slices).
+_CHUNK_VOXELS = 16_000_000
+_MAP_VOXELS = 4_000_000
+_HALOS = (16, 48)
+#: Scans whose grey + bone volume fits in this many bytes are segmented once and kept
+#: (no re-reading for the growth plate and the VOI slab); bigger scans are streamed.
+_CACHE_BYTES = 384 * 2**20
+
+
+def _chunk_slices(pixels_per_slice: int) -> tuple[int, int]:
+    """Slices per segmentation chunk and per envelope-map chunk for this slice size."""
+    step = max(16, min(512, _CHUNK_VOXELS // max(1, pixels_per_slice)))
+    return step, max(4, min(step, _MAP_VOXELS // max(1, pixels_per_slice)))
+
+
+class _Segmenter:
+    """Bone of any slice range of a scan, equal to segmenting the whole scan at once.
+
+    Smoothing reads ``ceil(4 sigma)`` extra slices; despeckle runs on a slab with a halo of
+    16, then 48, then ``min_bone_voxels + min_marrow_voxels`` slices, taking the first that
+    :func:`~ctmorph.segment.threshold.despeckle_core` can prove exact on the range.
+    """
+
+    def __init__(self, scan: Scan | AlignedSource, thr: float, cfg: AnalysisConfig) -> None:
+        self.scan, self.thr, self.cfg = scan, thr, cfg
+        s = cfg.smooth_sigma_vox
+        self.hs = int(math.ceil(4.0 * s)) if s > 0 else 0
+        full = cfg.min_bone_voxels + cfg.min_marrow_voxels
+        self.halos = [h for h in _HALOS if h < full] + [full]
+        self.retries = 0
+        size = int(np.prod(scan.shape))
+        cache = size * (1 + np.dtype(scan.dtype).itemsize) <= _CACHE_BYTES
+        self._bone = np.empty(scan.shape, dtype=bool) if cache else None
+        self._grey = np.empty(scan.shape, dtype=scan.dtype) if cache else None
+        self._done = np.zeros(scan.shape[0], dtype=bool)
+
+    def chunk(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bone (bool) and grey of slices ``[s, e)`` (views of the cache for small scans:
+        do not modify)."""
+        if self._bone is not None and self._done[s:e].all():
+            return self._bone[s:e], self._grey[s:e]
+        bone, grey = self._segment(s, e)
+        if self._bone is not None:
+            self._bone[s:e], self._grey[s:e] = bone, grey
+            self._done[s:e] = True
+        return bone, grey
+
+    def _segment(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+        scan, cfg = self.scan, self.cfg
+        nz = scan.shape[0]
+        for i, h in enumerate(self.halos):
+            wa, wb = max(0, s - h), min(nz, e + h)
+            ga, gb = max(0, wa - self.hs), min(nz, wb + self.hs)
+            grey = scan.read_slab(ga, gb)
+            raw = binarize(grey, self.thr, sigma_vox=cfg.smooth_sigma_vox)[wa - ga : wb - ga]
+            valid = grey[wa - ga : wb - ga] != 0 if scan.no_data_zero else None
+            if valid is not None:
+                raw &= valid
+            out = despeckle_core(
+                raw, (s - wa, e - wa), min_bone_voxels=cfg.min_bone_voxels,
+                min_marrow_voxels=cfg.min_marrow_voxels, valid=valid,
+                cut_start=wa > 0, cut_end=wb < nz, check=i < len(self.halos) - 1,
+            )
+            if out is not None:
+                return out, grey[s - ga : e - ga]
+            self.retries += 1
+            logger.debug("%s: slices %d..%d need a despeckle halo > %d", scan.name, s, e, h)
+        raise AssertionError("unreachable: the last halo is exact")
+
+
+@dataclass
+class _Pass1:
+    hist: np.ndarray
+    counts: dict[str, np.ndarray]
+    thick: np.ndarray  # (Z, sectors) raw cortical thickness, NaN in empty sectors
+    has: np.ndarray  # (Z,) slice has an envelope
+    bbox: np.ndarray  # (Z, 4) envelope y0, y1, x0, x1 (y1/x1 exclusive), -1 without
+    centroid_mm: np.ndarray  # (Z, 2) envelope centroid (y, x) in mm, NaN without
+    long_grey: np.ndarray
+    long_bone: np.ndarray
+    any_bone: bool
+    volume: np.ndarray | None = None
+    valid: np.ndarray | None = None
+
+
+def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
+           need_hist: bool, need_maps: bool = True) -> _Pass1:
+    """Stream the whole scan once: histogram, growth-plate counts, cortical sector
+    thickness, envelope box and centroid per slice, and the QC longitudinal section."""
+    nz, ny, nx = scan.shape
+    sp = scan.spacing
+    cy = ny // 2
+    hist = np.zeros(scan.gmax + 1, dtype=np.int64)
+    counts = {k: np.zeros(nz, dtype=np.int64)
+              for k in ("envelope", "interior", "interior_bone", "cartilage")}
+    thick = np.full((nz, 24), np.nan)
+    has = np.zeros(nz, dtype=bool)
+    bbox = np.full((nz, 4), -1, dtype=np.int64)
+    centroid = np.full((nz, 2), np.nan)
+    long_grey = np.empty((nz, nx), dtype=scan.dtype)
+    long_bone = np.empty((nz, nx), dtype=bool)
+    volume = np.empty(scan.shape, dtype=bool) if keep_volume else None
+    valid = np.empty(scan.shape, dtype=bool) if keep_volume and scan.no_data_zero else None
+    any_bone = False
+    yy, xx = np.arange(ny) * sp[1], np.arange(nx) * sp[2]
+    step, map_step = _chunk_slices(ny * nx)
+    for s in range(0, nz, step):
+        e = min(nz, s + step)
+        bone, grey = seg.chunk(s, e)
+        any_bone = any_bone or bool(bone.any())
+        if need_hist:
+            for k in range(e - s):
+                hist += grey_histogram(grey[k], gmax=scan.gmax, no_data_zero=scan.no_data_zero)
+        long_grey[s:e] = grey[:, cy, :]
+        long_bone[s:e] = bone[:, cy, :]
+        if volume is not None:
+            volume[s:e] = bone
+            if valid is not None:
+                valid[s:e] = grey != 0
+        if volume is not None or not need_maps:
+            continue
+        for t in range(s, e, map_step):
+            u = min(e, t + map_step)
+            b = bone[t - s : u - s]
+            maps = _femur._envelope_maps(b, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
+            c = _femur._slice_counts(b, maps, margin_mm=_femur._MARGIN_MM,
+                                     far_mm=_femur._FAR_MM)
+            for k, v in c.items():
+                counts[k][t:u] = v
+            thick[t:u], has[t:u] = _femur._sector_thickness(
+                b, maps.envelope, maps.depth, maps.crop, sp
+            )
+            env = maps.envelope
+            rows, cols = env.any(axis=2), env.any(axis=1)
+            for k in np.flatnonzero(has[t:u]):
+                r, q = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+                bbox[t + k] = (r[0], r[-1] + 1, q[0], q[-1] + 1)
+                area = env[k].sum()
+                centroid[t + k] = (env[k].sum(axis=1) @ yy / area, env[k].sum(axis=0) @ xx / area)
+    return _Pass1(hist, counts, thick, has, bbox, centroid, long_grey, long_bone, any_bone,
+                  volume, valid)
+
+
+def _fit_axis(p1: _Pass1, sp: tuple[float, float, float], name: str) -> BoneAxis | None:
+    """Bone axis from the pass-1 envelope centroids of the slices with at least half the
+    median cross-section (condyle tips and stubs left out); None when it cannot be fitted."""
+    area = p1.counts["envelope"].astype(np.float64)
+    nonzero = area[area > 0]
+    if nonzero.size == 0:
+        return None
+    valid = (area >= 0.5 * float(np.median(nonzero))) & np.isfinite(p1.centroid_mm[:, 0])
+    try:
+        return fit_bone_axis(p1.centroid_mm, valid, dz=sp[0])
+    except SegmentationError as exc:
+        logger.warning("%s: bone axis not fitted (%s); the slices are used as they are",
+                       name, exc)
+        return None
+
+
+@dataclass
+class _Plate:
+    z0: int
+    z1: int
+    ref_index: int
+    distal_end: str
+    end_distance_mm: float
+    filled: np.ndarray  # (Z, sectors) cleaned cortical thickness of every slice
+    profiles: dict[str, np.ndarray]
+
+
+def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
+                sp: tuple[float, float, float], *, offset_mm: float, height_mm: float) -> _Plate:
+    """Distal end, growth plate and VOI slices from the pass-1 summaries (as
+    :func:`~ctmorph.segment.femur.auto_trabecular_voi` does on a whole volume)."""
+    nz = p1.has.size
+    dz = sp[0]
+    if not p1.has.any():
+        raise SegmentationError("no bone cross-section found in the scan")
+    prof = _femur._profiles_from_counts(p1.counts, sp)
+    if cfg.distal_end == "auto":
+        end, why = _femur._decide_end(prof, dz)
+        logger.info("distal end: %s (%s)", end, why)
+    else:
+        end = cfg.distal_end
+    n_tail = int(round(_femur._TAIL_MAX_MM / dz))
+
+    def tail(seed: int, step: int) -> int:
+        lo, hi = (seed, seed + n_tail + 1) if step > 0 else (seed - n_tail, seed + 1)
+        lo, hi = max(0, lo), min(nz, hi)
+        bone, _ = seg.chunk(lo, hi)
+        maps = _femur._envelope_maps(bone, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
+        return _femur._follow_tail(maps, sp, seed - lo, step, _femur._FAR_MM)
+
+    gp = _femur._growth_plate_from_profiles(
+        prof, nz, sp, end, _femur._FAR_MM, _femur._MARGIN_MM, tail=tail
+    )
+    k_ref = gp.ref_index if end == "first" else nz - 1 - gp.ref_index
+    n_off = int(round(offset_mm / dz))
+    n_h = max(1, int(round(height_mm / dz)))
+    k0, k1 = k_ref + n_off, k_ref + n_off + n_h
+    if k1 > nz:
+        raise SegmentationError(
+            f"scan ends {(nz - k_ref) * dz:.1f} mm proximal of the growth plate; the VOI needs "
+            f"{offset_mm + height_mm:.1f} mm"
+        )
+    z0, z1 = (k0, k1) if end == "first" else (nz - k1, nz - k0)
+    filled, thick_mean = _femur._smooth_sector_thickness(p1.thick, p1.has, sp)
+    profiles = dict(gp.profiles)
+    profiles["cortical_thickness_mm"] = thick_mean
+    profiles["envelope_centroid_y_mm"] = p1.centroid_mm[:, 0]
+    profiles["envelope_centroid_x_mm"] = p1.centroid_mm[:, 1]
+    k_distal = gp.distal_index if end == "first" else nz - 1 - gp.distal_index
+    logger.info("trabecular VOI: slices %d..%d (%s end distal, reference %d)", z0, z1 - 1, end,
+                gp.ref_index)
+    return _Plate(z0, z1, gp.ref_index, end, k_distal * dz, filled, profiles)
+
+
+@dataclass
+class _Slab:
+    crop: tuple[slice, slice]
+    bone: np.ndarray  # (z1 - z0, Y', X') on crop
+    region: np.ndarray
+    grey: np.ndarray | None
+    envelope: np.ndarray | None
+    axials: dict[str, tuple[int, np.ndarray, np.ndarray]]
+
+
+def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1, *, pad: int,
+               want_grey: bool, want_envelope: bool = False,
+               axial_at: dict[str, int] | None = None) -> _Slab:
+    """Bone, endocortical region (and grey, envelope) of slices ``[z0, z1)`` at full
+    resolution, cropped in-plane to the envelope's box over those slices + ``pad`` pixels."""
+    scan = seg.scan
+    _, ny, nx = scan.shape
+    sp = scan.spacing
+    bb = p1.bbox[z0:z1]
+    bb = bb[bb[:, 0] >= 0]
+    if bb.size == 0:
+        ys, xs = slice(0, 0), slice(0, 0)
+    else:
+        ys = slice(max(0, int(bb[:, 0].min()) - pad), min(ny, int(bb[:, 1].max()) + pad))
+        xs = slice(max(0, int(bb[:, 2].min()) - pad), min(nx, int(bb[:, 3].max()) + pad))
+    shape = (z1 - z0, ys.stop - ys.start, xs.stop - xs.start)
+    bone_s = np.empty(shape, dtype=bool)
+    region_s = np.empty(shape, dtype=bool)
+    grey_s = np.empty(shape, dtype=scan.dtype) if want_grey else None
+    env_s = np.empty(shape, dtype=bool) if want_envelope else None
+    wanted = {v: k for k, v in (axial_at or {}).items()}
+    axials: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+    step, map_step = _chunk_slices(ny * nx)
+    for s in range(z0, z1, step):
+        e = min(z1, s + step)
+        bone, grey = seg.chunk(s, e)
+        bone_s[s - z0 : e - z0] = bone[:, ys, xs]
+        if grey_s is not None:
+            grey_s[s - z0 : e - z0] = grey[:, ys, xs]
+        for z in range(s, e):
+            if z in wanted:
+                axials[wanted[z]] = (z, grey[z - s].copy(), bone[z - s].copy())
+        for t in range(s, e, map_step):
+            u = min(e, t + map_step)
+            b = bone[t - s : u - s]
+            maps = _femur._envelope_maps(b, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
+            reg = _femur._region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
+            region_s[t - z0 : u - z0] = reg[:, ys, xs]
+            if env_s is not None:
+                env_s[t - z0 : u - z0] = maps.envelope[:, ys, xs]
+    return _Slab((ys, xs), bone_s, region_s, grey_s, env_s, axials)

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 
 from .._kernels.edt import squared_edt
 from ..errors import ConfigError, SegmentationError
@@ -71,6 +73,8 @@ _TAIL_MM = 0.05  # cartilage remnants: non-bone farther than this from bone ...
 _TAIL_DEPTH_MM = 0.08  # ... and deeper than this below the periosteal surface ...
 _TAIL_MIN_MM2 = 0.003  # ... of at least this area, followed for at most
 _TAIL_MAX_MM = 0.12  # this far proximally
+_MIN_CONTRAST = 0.35  # weakest accepted plate contrast (a bridged, wavy plate peaks ~0.45)
+_ENDO_MARGIN_VOX = 2.0  # the endocortical margin is at most this many in-plane voxels
 _CLOSING_MM = 0.05  # envelope closing radius
 _MIN_AREA_MM2 = 0.01  # smallest envelope cross-section kept
 _BIG = 1.0e12  # squared "voxel size" along z that decouples slices in the EDT kernel
@@ -251,11 +255,19 @@ def _envelope_maps(
         return _Maps(envelope, (ys, xs), z, np.full(b.shape, np.inf, dtype=np.float32))
     dist_bone2 = _inplane_sq_edt(~b, sp)
     dilated = dist_bone2 <= np.float32(closing_mm**2)
-    # fill holes: background components (in-plane) that do not touch the slice border
+    # fill holes: background components (in-plane) that reach the slice border outside the
+    # convex hull of the slice's bone. A marrow cavity cut open by the field-of-view edge
+    # reaches the border only between the cortex ends, i.e. inside the hull, and is filled;
+    # soft tissue and air reach it outside the hull.
     lab, n, _ = _label_inplane(~dilated, full=False)  # background: 4-connected
     outside = np.zeros(n + 1, dtype=bool)
-    for face in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
-        outside[face.ravel()] = True
+    rim = np.zeros(dilated.shape[1:], dtype=bool)
+    rim[0, :] = rim[-1, :] = rim[:, 0] = rim[:, -1] = True
+    for z in range(lab.shape[0]):
+        open_rim = rim
+        if dilated[z][rim].any():  # bone reaches the border of the crop (= of the image)
+            open_rim = rim & ~convex_hull_image(dilated[z])
+        outside[lab[z][open_rim]] = True
     outside[0] = True  # label 0 is the foreground itself
     filled = dilated | ~outside[lab]
     del lab, dilated
@@ -353,19 +365,31 @@ class _Profiles:
         }
 
 
-def _profiles(
-    bone: np.ndarray, maps: _Maps, sp: tuple[float, ...], *, margin_mm: float, far_mm: float
-) -> _Profiles:
-    pix = sp[1] * sp[2]
+def _slice_counts(
+    bone: np.ndarray, maps: _Maps, *, margin_mm: float, far_mm: float
+) -> dict[str, np.ndarray]:
+    """Per-slice pixel counts behind the growth-plate profiles (every slice on its own, so
+    the counts of a slab equal those of the same slices of the whole scan): ``envelope``,
+    ``interior``, ``interior_bone`` and ``cartilage`` (interior non-bone farther than
+    ``far_mm`` from any bone of the slice; slices without bone: all far)."""
     ys, xs = maps.crop
     env = maps.envelope[:, ys, xs]
-    env_area = np.count_nonzero(env, axis=(1, 2)) * pix
     interior = maps.depth > np.float32(margin_mm)
-    int_px = np.count_nonzero(interior, axis=(1, 2))
-    int_bone = np.count_nonzero(interior & bone[:, ys, xs], axis=(1, 2))
-    # non-bone farther than far_mm from any bone of the slice (slices without bone: all far)
     far = interior & (maps.dist_bone2 > np.float32(far_mm**2))
-    cart_px = np.count_nonzero(far, axis=(1, 2))
+    return {
+        "envelope": np.count_nonzero(env, axis=(1, 2)),
+        "interior": np.count_nonzero(interior, axis=(1, 2)),
+        "interior_bone": np.count_nonzero(interior & bone[:, ys, xs], axis=(1, 2)),
+        "cartilage": np.count_nonzero(far, axis=(1, 2)),
+    }
+
+
+def _profiles_from_counts(counts: dict[str, np.ndarray], sp: tuple[float, ...]) -> _Profiles:
+    """:class:`_Profiles` of a whole scan from its per-slice :func:`_slice_counts`."""
+    pix = sp[1] * sp[2]
+    int_px = np.asarray(counts["interior"])
+    int_bone = np.asarray(counts["interior_bone"])
+    cart_px = np.asarray(counts["cartilage"])
     # a usable interior: at least a quarter of the typical interior of the scan
     ref_area = np.percentile(int_px[int_px > 0], 75) if np.any(int_px > 0) else 0
     valid = (int_px > 0) & (int_px >= 0.25 * ref_area)
@@ -373,12 +397,20 @@ def _profiles(
         frac = np.where(valid, cart_px / np.maximum(int_px, 1), np.nan)
         ibf = np.where(int_px > 0, int_bone / np.maximum(int_px, 1), np.nan)
     return _Profiles(
-        envelope_area=env_area.astype(np.float64),
+        envelope_area=(np.asarray(counts["envelope"]) * pix).astype(np.float64),
         interior_area=int_px * pix,
         interior_bone=ibf,
         cartilage_area=cart_px * pix,
         cartilage_fraction=frac,
         valid=valid,
+    )
+
+
+def _profiles(
+    bone: np.ndarray, maps: _Maps, sp: tuple[float, ...], *, margin_mm: float, far_mm: float
+) -> _Profiles:
+    return _profiles_from_counts(
+        _slice_counts(bone, maps, margin_mm=margin_mm, far_mm=far_mm), sp
     )
 
 
@@ -467,10 +499,12 @@ def _find_band(prof: _Profiles, dz: float, reverse: bool) -> tuple[_Band | None,
         found.append(_Band(first=first, last=ref - 1, ref=ref, contrast=contrast))
     if found:
         best = max(c.contrast for c in found)
-        good = [c for c in found if c.contrast >= max(0.5, 0.7 * best)]
+        good = [c for c in found if c.contrast >= max(_MIN_CONTRAST, 0.7 * best)]
         if good:
             return good[0], ""
-        reasons.append(f"cartilage-like bands are faint (contrast {best:.2f} < 0.5)")
+        reasons.append(
+            f"cartilage-like bands are faint (contrast {best:.2f} < {_MIN_CONTRAST})"
+        )
     if not reasons:
         reasons.append("no slice where cartilage-like marrow spans the interior")
     return None, "; ".join(reasons[:3])
@@ -668,7 +702,14 @@ def _follow_tail(
 def _growth_plate_from_profiles(
     prof: _Profiles, nz: int, sp: tuple[float, ...], distal_end: str, far_mm: float,
     margin_mm: float, bone: np.ndarray | None = None, maps: _Maps | None = None,
+    tail: Callable[[int, int], int] | None = None,
 ) -> GrowthPlate:
+    """The plate from whole-scan profiles; the remnants past the band are followed on
+    ``maps`` or, for a streamed scan, by ``tail(seed_index, step)`` (slices followed)."""
+    if tail is None and bone is not None and maps is not None:
+        def tail(seed_index: int, step: int) -> int:
+            return _follow_tail(maps, sp, seed_index, step, far_mm)
+
     if not prof.valid.any():
         raise SegmentationError("no growth plate found: no bone cross-section in the scan")
     band, why = _find_band(prof, sp[0], reverse=(distal_end == "last"))
@@ -677,13 +718,13 @@ def _growth_plate_from_profiles(
             f"no growth plate found from the {distal_end} (distal) end: {why}"
         )
     ref = band.ref
-    if bone is not None and maps is not None:
+    if tail is not None:
         # seed: the last slice before the reference that still has cartilage-like area
         step = 1 if distal_end == "first" else -1
         seed = band.ref - 1
         while seed > band.first and prof.cartilage_area[_to_array_index(seed, nz, distal_end)] <= 0:
             seed -= 1
-        extra = _follow_tail(maps, sp, _to_array_index(seed, nz, distal_end), step, far_mm)
+        extra = tail(_to_array_index(seed, nz, distal_end), step)
         ref = max(band.ref, seed + extra + 1)
     gp = GrowthPlate(
         ref_index=_to_array_index(ref, nz, distal_end),
@@ -791,58 +832,106 @@ def _endocortical(
             "n_sectors must be >= 4, level within (0, 1), margin_mm and smooth_mm >= 0; got "
             f"{n_sectors!r}, {level!r}, {margin_mm!r}, {smooth_mm!r}"
         )
+    thick, has = _sector_thickness(
+        bone, envelope, depth, crop, sp, n_sectors=n_sectors, level=level,
+        max_cortex_mm=max_cortex_mm,
+    )
+    if not has.any():
+        return np.zeros(bone.shape, dtype=bool), np.full(bone.shape[0], np.nan)
+    filled, thick_mean = _smooth_sector_thickness(thick, has, sp, smooth_mm=smooth_mm)
+    region = _region_rows(envelope, depth, crop, filled, sp, margin_mm=margin_mm)
+    return region, thick_mean
+
+
+def _centroids(
+    env: np.ndarray, crop: tuple[slice, slice], origin: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Envelope centroid pixel of every slice in crop coordinates.
+
+    The centroid is rounded half-to-even in the coordinates of a frame starting at pixel
+    ``origin`` (default: the image's pixel (0, 0)), computed in integers, so any crop or slab
+    of a scan rounds exactly as the whole scan does (ties at .5 occur).
+    """
+    ny, nx = env.shape[1:]
+    y0, x0 = crop[0].start or 0, crop[1].start or 0
+    oy, ox = (0, 0) if origin is None else origin
+    area = np.count_nonzero(env, axis=(1, 2)).astype(np.int64)
+    sy = env.sum(axis=2) @ np.arange(ny) + (y0 - oy) * area
+    sx = env.sum(axis=1) @ np.arange(nx) + (x0 - ox) * area
+    den = np.maximum(area, 1).astype(np.float64)
+    cy = np.rint(sy / den).astype(np.intp) + (oy - y0)
+    cx = np.rint(sx / den).astype(np.intp) + (ox - x0)
+    return cy, cx
+
+
+def _sector_thickness(
+    bone: np.ndarray,
+    envelope: np.ndarray,
+    depth: np.ndarray,
+    crop: tuple[slice, slice],
+    sp: tuple[float, ...],
+    *,
+    n_sectors: int = 24,
+    level: float = 0.8,
+    max_cortex_mm: float = 1.0,
+    origin: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw cortical thickness (mm) per slice and angular sector, NaN in empty sectors, and
+    whether each slice has an envelope. Every slice on its own (streamable)."""
     nz = bone.shape[0]
-    region = np.zeros(bone.shape, dtype=bool)
-    thick_mean = np.full(nz, np.nan)
+    thick = np.full((nz, n_sectors), np.nan)
     ys, xs = crop
     env = envelope[:, ys, xs]
     if env.size == 0 or not env.any():
-        return region, thick_mean
+        return thick, np.zeros(nz, dtype=bool)
     b = bone[:, ys, xs]
     ny, nx = env.shape[1:]
     h = min(sp[1], sp[2])
     n_bins = int(math.ceil(max_cortex_mm / h)) + 1
-    area = np.count_nonzero(env, axis=(1, 2)).astype(np.float64)
-    has = area > 0
-    slices = np.flatnonzero(has)
-    cy = np.rint(env.sum(axis=2) @ np.arange(ny) / np.maximum(area, 1)).astype(np.intp)
-    cx = np.rint(env.sum(axis=1) @ np.arange(nx) / np.maximum(area, 1)).astype(np.intp)
+    has = np.count_nonzero(env, axis=(1, 2)) > 0
+    cy, cx = _centroids(env, crop, origin)
     angles = _angle_maps(ny, nx, sp)
     to_sector = np.float32(n_sectors / (2 * np.pi))
-
-    def sector_coordinate(z: int) -> np.ndarray:
-        ang = angles[ny - cy[z] : 2 * ny - cy[z], nx - cx[z] : 2 * nx - cx[z]]
-        return (ang + np.float32(np.pi)) * to_sector  # 0 .. n_sectors
-
-    # depth-bin histograms per slice and sector
-    counts_env = np.zeros((nz, n_sectors, n_bins), dtype=np.int64)
-    counts_bone = np.zeros((nz, n_sectors, n_bins), dtype=np.int64)
     inv_h = np.float32(1.0 / h)
-    for z in slices:
-        sec = sector_coordinate(z).astype(np.intp) % n_sectors
-        kb = (depth[z] * inv_h).astype(np.intp)
+    for z in np.flatnonzero(has):
+        ang = angles[ny - cy[z] : 2 * ny - cy[z], nx - cx[z] : 2 * nx - cx[z]]
+        sec = ((ang + np.float32(np.pi)) * to_sector).astype(np.intp) % n_sectors
+        # a slice without any background (bone filling the field of view) has infinite
+        # depth: beyond the deepest bin
+        kb = np.minimum(depth[z] * inv_h, np.float32(n_bins)).astype(np.intp)
         sel = env[z] & (kb < n_bins)
         idx = sec[sel] * n_bins + kb[sel]
-        counts_env[z] = np.bincount(idx, minlength=n_sectors * n_bins).reshape(
+        c_env = np.bincount(idx, minlength=n_sectors * n_bins).reshape(n_sectors, n_bins)
+        c_bone = np.bincount(idx[b[z][sel]], minlength=n_sectors * n_bins).reshape(
             n_sectors, n_bins
         )
-        counts_bone[z] = np.bincount(idx[b[z][sel]], minlength=n_sectors * n_bins).reshape(
-            n_sectors, n_bins
-        )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = counts_bone / counts_env
-    # thickness: depth where the fraction first drops below `level`
-    below = (frac < level) & (counts_env > 0)
-    first = np.where(below.any(axis=2), below.argmax(axis=2), n_bins)
-    thick = first.astype(np.float64) * h
-    empty_sector = counts_env.sum(axis=2) == 0
-    thick[empty_sector] = np.nan
-    # robust smoothing across sectors (circular) and along z; empty sectors take the median
-    typical = np.nanmedian(thick[has]) if has.any() else 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = c_bone / c_env
+        # thickness: depth where the fraction first drops below `level`
+        below = (frac < level) & (c_env > 0)
+        first = np.where(below.any(axis=1), below.argmax(axis=1), n_bins)
+        row = first.astype(np.float64) * h
+        row[c_env.sum(axis=1) == 0] = np.nan
+        thick[z] = row
+    return thick, has
+
+
+def _smooth_sector_thickness(
+    thick: np.ndarray, has: np.ndarray, sp: tuple[float, ...], *, smooth_mm: float = 0.1,
+    typical: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cleaned thickness map (slice x sector) and its mean per slice (NaN without envelope).
+
+    Robust smoothing across sectors (circular) and along z; empty sectors take ``typical``
+    (default: the median over the slices given). Trabeculae joining the cortex only ever
+    thicken it, pores only thin it: a grey closing (3 sectors x 3 slices) fills pits, then a
+    low percentile (35th over 7 sectors x 2 smooth_mm) cuts bumps; a grey opening would also
+    flatten the thickest, real, part. Slice ``z`` of the result depends on slices within
+    ``1 + round(smooth_mm / dz)`` of it only.
+    """
+    if typical is None:
+        typical = float(np.nanmedian(thick[has])) if has.any() else 0.0
     filled = np.where(np.isnan(thick), typical, thick)
-    # trabeculae joining the cortex only ever thicken it, pores only thin it: a grey closing
-    # (3 sectors x 3 slices) fills pits, then a low percentile (35th over 7 sectors x
-    # 2 smooth_mm) cuts bumps; a grey opening would also flatten the thickest, real, part
     nz_half = int(round(smooth_mm / sp[0]))
     w = 3
     padded = np.concatenate([filled[:, -w:], filled, filled[:, :w]], axis=1)
@@ -851,18 +940,47 @@ def _endocortical(
         padded, 35, size=(2 * nz_half + 1, 2 * w + 1), mode="nearest"
     )
     filled = padded[:, w:-w]
+    thick_mean = np.full(thick.shape[0], np.nan)
     thick_mean[has] = filled[has].mean(axis=1)
+    return filled, thick_mean
 
-    # region: deeper than the sector thickness (interpolated around the circumference)
-    for z in slices:
-        u = sector_coordinate(z) - np.float32(0.5)
+
+def _region_rows(
+    envelope: np.ndarray,
+    depth: np.ndarray,
+    crop: tuple[slice, slice],
+    filled: np.ndarray,
+    sp: tuple[float, ...],
+    *,
+    margin_mm: float = 0.02,
+    origin: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Endocortical region: envelope deeper than the sector thickness ``filled`` (rows
+    aligned with the slices of ``envelope``) + ``margin_mm``, interpolated around the
+    circumference."""
+    region = np.zeros(envelope.shape, dtype=bool)
+    ys, xs = crop
+    env = envelope[:, ys, xs]
+    if env.size == 0:
+        return region
+    # the margin keeps partial-volume cortex out, a voxel-scale effect: at fine voxels a
+    # fixed 0.02 mm (4 voxels at 5 um) drops the trabeculae fused to the cortex
+    margin_mm = min(margin_mm, _ENDO_MARGIN_VOX * min(sp[1], sp[2]))
+    n_sectors = filled.shape[1]
+    ny, nx = env.shape[1:]
+    cy, cx = _centroids(env, crop, origin)
+    angles = _angle_maps(ny, nx, sp)
+    to_sector = np.float32(n_sectors / (2 * np.pi))
+    for z in np.flatnonzero(env.any(axis=(1, 2))):
+        ang = angles[ny - cy[z] : 2 * ny - cy[z], nx - cx[z] : 2 * nx - cx[z]]
+        u = (ang + np.float32(np.pi)) * to_sector - np.float32(0.5)
         i0 = np.floor(u)
         wgt = u - i0
         i0 = i0.astype(np.intp) % n_sectors
         t_row = (filled[z] + margin_mm).astype(np.float32)
         lim = t_row[i0] * (1.0 - wgt) + t_row[(i0 + 1) % n_sectors] * wgt
         region[z, ys, xs] = env[z] & (depth[z] > lim)
-    return region, thick_mean
+    return region
 
 
 def auto_trabecular_voi(

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError, SegmentationError
 
-__all__ = ["grey_histogram", "otsu_threshold", "smooth", "binarize", "despeckle"]
+__all__ = ["grey_histogram", "otsu_threshold", "smooth", "binarize", "despeckle", "despeckle_core"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +180,84 @@ def despeckle(
         out[small[labels]] = True
         logger.debug("despeckle: filled %d marrow pores", int(small.sum()))
     return out
+
+
+def _face_labels(labels: np.ndarray, first: bool, last: bool) -> np.ndarray:
+    """Labels found on the first and/or last z face of ``labels``."""
+    faces = ([labels[0].ravel()] if first else []) + ([labels[-1].ravel()] if last else [])
+    return np.unique(np.concatenate(faces)) if faces else np.zeros(0, dtype=labels.dtype)
+
+
+def despeckle_core(
+    bone: np.ndarray,
+    core: tuple[int, int],
+    *,
+    min_bone_voxels: int,
+    min_marrow_voxels: int,
+    valid: np.ndarray | None = None,
+    cut_start: bool,
+    cut_end: bool,
+    check: bool = True,
+) -> np.ndarray | None:
+    """:func:`despeckle` of a slab cut out of a longer scan, exact on the slices ``core``.
+
+    The slab ends marked ``cut_start`` / ``cut_end`` are not the ends of the scan, so
+    components reaching them may continue outside. The result on ``core = (c0, c1)`` equals
+    :func:`despeckle` of the whole scan unless such a component could decide it: a bone
+    island touching a cut end with fewer than ``min_bone_voxels`` voxels in the slab that
+    meets the core, or a marrow component meeting the core that touches a cut end with fewer
+    than ``min_marrow_voxels`` voxels or contains bone dropped as such an uncertain island.
+    With ``check`` the function then returns None (load a longer slab); without, it returns
+    the slab's answer anyway. With at least ``min_bone_voxels + min_marrow_voxels`` slices
+    beyond the core at each cut end the answer is always exact (a 26-connected component of
+    n voxels spans at most n slices).
+
+    Returns
+    -------
+    (c1 - c0, Y, X) ndarray of bool or None
+    """
+    c0, c1 = core
+    out = np.array(bone, dtype=bool, copy=True)
+    uncertain = None
+    if min_bone_voxels > 1 and out.any():
+        labels, n = ndimage.label(out, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < min_bone_voxels
+        small[0] = False
+        if check and (cut_start or cut_end):
+            unc = np.zeros(n + 1, dtype=bool)
+            unc[_face_labels(labels, cut_start, cut_end)] = True
+            unc &= small
+            if unc.any():
+                if unc[np.unique(labels[c0:c1])].any():
+                    return None
+                uncertain = unc[labels]
+        out[small[labels]] = False
+        del labels
+    if min_marrow_voxels > 1:
+        marrow = ~out if valid is None else (~out & valid)
+        labels, n = ndimage.label(marrow)
+        del marrow
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < min_marrow_voxels
+        small[0] = False
+        border = np.unique(
+            np.concatenate([labels[0].ravel(), labels[-1].ravel(), labels[:, 0].ravel(),
+                            labels[:, -1].ravel(), labels[:, :, 0].ravel(),
+                            labels[:, :, -1].ravel()])
+        )
+        if check and (cut_start or cut_end):
+            meets = np.zeros(n + 1, dtype=bool)
+            meets[np.unique(labels[c0:c1])] = True
+            meets[0] = False
+            doubt = np.zeros(n + 1, dtype=bool)
+            doubt[_face_labels(labels, cut_start, cut_end)] = True
+            doubt &= small  # kept only because the slab was cut there
+            if uncertain is not None:
+                doubt[np.unique(labels[uncertain])] = True
+            doubt[0] = False
+            if (doubt & meets).any():
+                return None
+        small[border] = False
+        out[small[labels]] = True
+    return out[c0:c1]
