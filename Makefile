@@ -38,9 +38,10 @@ demo: $(STAMP)
 	@echo "Group summary:          $(OUT)/report/group_summary.csv"
 
 # Batch runs: make analyze SCANS=/data/study GROUPS=/data/study/groups.csv OUT=results/study
+#         or: make analyze MANIFEST=study.csv OUT=results/study [ARGS=--dry-run]
 analyze: $(STAMP)
-	@test -n "$(SCANS)" || { echo "usage: make analyze SCANS=dir [GROUPS=file] OUT=dir [ARGS='--jobs 2']"; exit 2; }
-	$(BIN)/ctmorph analyze $(SCANS) $(if $(GROUPS),--groups $(GROUPS),) -o $(OUT) $(ARGS)
+	@test -n "$(SCANS)$(MANIFEST)" || { echo "usage: make analyze SCANS=dir [GROUPS=file] | MANIFEST=file, OUT=dir [ARGS='--jobs 2']"; exit 2; }
+	$(BIN)/ctmorph analyze $(SCANS) $(if $(GROUPS),--groups $(GROUPS),) $(if $(MANIFEST),--manifest $(MANIFEST),) -o $(OUT) $(ARGS)
 
 report: $(STAMP)
 	$(BIN)/ctmorph report $(OUT) $(ARGS)

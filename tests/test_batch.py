@@ -68,6 +68,17 @@ def test_parallel_scans_give_identical_numbers(scans, tmp_path):
     pd.testing.assert_frame_equal(a, b)
     info = json.loads((tmp_path / "b" / "s0" / "morphometry.json").read_text())
     assert info["row"]["BV/TV"] == pytest.approx(a.loc["s0", "BV/TV"])
+    # numba threads: the usable cores divided among the busy workers, at every stage
+    import numba
+
+    from ctmorph.batch import default_jobs
+
+    top = min(default_jobs(), numba.config.NUMBA_NUM_THREADS)
+    for name in ("s0", "s1", "s2"):
+        used = json.loads((tmp_path / "b" / name / "morphometry.json").read_text())
+        assert set(used["numba_threads"].values()) <= set(range(max(1, top // 2), top + 1))
+    assert set(parallel.scan_seconds) == {"s0", "s1", "s2"}
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["jobs"] == 2
 
 
 def test_groups_file_errors(tmp_path):
@@ -109,3 +120,122 @@ def test_public_analyze_scan_gives_the_batch_row(scans, tmp_path):
     for c in NUMBERS:
         assert row[c] == batch[c], c
     assert row["BV/TV"] == pytest.approx(100 * row["BV"] / row["TV"])
+
+
+# ---------------------------------------------------------------------------------------------
+# --jobs default, numba threads shared among busy workers, worker logs, manifest runs
+
+
+def test_default_jobs_is_the_usable_cores():
+    from ctmorph.batch import default_jobs
+
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_jobs() == expected >= 1
+
+
+def test_thread_budget_divides_cores_among_busy_workers(threads):
+    import multiprocessing
+
+    import numba
+
+    from ctmorph.batch import _ThreadBudget
+
+    busy = multiprocessing.get_context("spawn").Value("i", 0)
+    a, b = _ThreadBudget(busy, 8), _ThreadBudget(busy, 8)  # two workers of one pool
+    a.start()
+    assert a.threads() == 8  # alone: every core
+    b.start()
+    assert a.threads() == b.threads() == 4
+    c = _ThreadBudget(busy, 8)
+    c.start()
+    assert c.threads() == 2  # 8 // 3, never oversubscribed
+    c.finish()
+    b.finish()
+    assert a.threads() == 8  # the queue drained: the last scan gets all cores again
+    a.finish()
+    assert busy.value == 0
+    # apply() sets numba's count, within the process's maximum
+    top = numba.config.NUMBA_NUM_THREADS
+    d = _ThreadBudget(busy, top)
+    d.start()
+    threads(1)
+    assert d.apply() == top == numba.get_num_threads()
+    e = _ThreadBudget(busy, top)
+    e.start()
+    assert d.apply() == max(1, top // 2) == numba.get_num_threads()
+    d.finish()
+    e.finish()
+
+
+def test_pool_worker_alone_gets_all_threads_and_logs_reach_the_parent(scans, tmp_path, caplog):
+    """Deterministic end of the rebalancing: one scan in a 2-worker pool runs alone, so every
+    stage gets all usable cores; the worker's log records arrive in this process."""
+    import logging
+
+    import numba
+
+    from ctmorph.batch import _Job, _process_pool, _run_job, default_jobs
+
+    caplog.set_level(logging.INFO, logger="ctmorph")
+    cfg = CFG.replace(threshold=128.0, voxel_size_um=12.0)  # the override logs a warning
+    job = _Job("s0", (scans / "s0").resolve(), "g", cfg, 128.0, "fixed", tmp_path, False, True)
+    with _process_pool(2) as pool:
+        row, reused, seconds = pool.submit(_run_job, job).result()
+    assert row["status"] == "ok" and not reused and seconds > 0
+    info = json.loads((tmp_path / "s0" / "morphometry.json").read_text())
+    alone = min(default_jobs(), numba.config.NUMBA_NUM_THREADS)
+    from ctmorph.pipeline import STAGES
+
+    assert info["numba_threads"] == {stage: alone for stage in info["numba_threads"]}
+    assert set(info["numba_threads"]) <= set(STAGES) and STAGES[-1] in info["numba_threads"]
+    from_worker = [r for r in caplog.records
+                   if r.process != os.getpid() and r.name.startswith("ctmorph")]
+    assert any("overrides the log's" in r.getMessage() for r in from_worker)
+
+
+def test_manifest_overrides_enter_only_their_scan(scans, tmp_path):
+    man = tmp_path / "study.csv"
+    rel = os.path.relpath(scans, tmp_path)
+    man.write_text(f"scan,group,voxel_size_um\n{rel}/s0,sham,\n{rel}/s1,OVX,20\n"
+                   f"{rel}/s2,OVX,\n")
+    cfg = CFG.replace(threshold=128.0)
+    plain = run_analysis([scans], tmp_path / "out", cfg, write_qc=False, group="x")
+    with_m = run_analysis([], tmp_path / "out", cfg, manifest=man, write_qc=False)
+    a = pd.DataFrame(plain.rows).set_index("scan")
+    b = pd.DataFrame(with_m.rows).set_index("scan")
+    # unchanged scans are reused (same settings key), the overridden one is recomputed
+    assert with_m.reused == 2
+    assert list(b.group) == ["sham", "OVX", "OVX"]
+    for s in ("s0", "s2"):
+        assert b.loc[s, "config_hash"] == a.loc[s, "config_hash"] == cfg.digest()
+        assert b.loc[s, "BV/TV"] == a.loc[s, "BV/TV"]
+    assert b.loc["s1", "config_hash"] == cfg.replace(voxel_size_um=20.0).digest()
+    assert b.loc["s1", "voxel_um"] == 20.0
+    # the segmentation is in voxels, so a voxel twice as large doubles every length
+    # (float rounding only) and leaves BV/TV as it was
+    assert b.loc["s1", "BV/TV"] == a.loc["s1", "BV/TV"]
+    for c in ("Tb.Th", "Tb.Sp"):
+        assert b.loc["s1", c] == pytest.approx(2 * a.loc["s1", c], rel=1e-9)
+    info = json.loads((tmp_path / "out" / "s1" / "morphometry.json").read_text())
+    assert info["config"]["voxel_size_um"] == 20.0
+    assert info["manifest"] == {"path": str(man), "line": 3, "overrides": {"voxel_size_um": 20.0}}
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["manifest"] == str(man)
+    with pytest.raises(ConfigError, match="a manifest lists the scans"):
+        run_analysis([scans], tmp_path / "o2", cfg, manifest=man)
+
+
+def test_a_scan_of_another_bit_depth_fails_alone(scans, tmp_path):
+    import shutil
+
+    root = tmp_path / "scans"
+    for s in ("s0", "s1"):
+        shutil.copytree(scans / s, root / s)
+    grey16 = (grey_from_mask(random_trabecular((20, 48, 48), bv_tv=0.2, seed=5), seed=5)
+              .astype(np.uint16) * 257)
+    write_nrecon_folder(root / "t16", grey16, voxel_size_um=10.0, file_type="tif")
+    s = run_analysis([root], tmp_path / "out", CFG, write_qc=False)
+    df = pd.DataFrame(s.rows).set_index("scan")
+    assert list(df.status) == ["ok", "ok", "failed"]
+    assert "t16: slices are 16-bit but most scans of the run are 8-bit" in df.loc["t16", "error"]
+    assert "pooled over 2 scans" in s.threshold_method
