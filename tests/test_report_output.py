@@ -347,3 +347,72 @@ def test_density_threshold_calibration_and_weak_model_effect(tmp_path):
     r = me[(me.parameter == "BV/TV") & (me.group == "Exos")].iloc[0]
     assert r.pct_loss_prevented == pytest.approx(200.0)  # (31 - 29) / (30 - 29)
     assert "not significant" in r.note and "not interpretable" in r.note
+
+
+def _write_sensitivity(out: Path) -> None:
+    """sensitivity.csv as ``analyze --sensitivity 5`` writes it, from morphometry.csv.
+
+    −5 %: every value × 1.1 (t and F are scale invariant: every conclusion holds);
+    +5 %: Tb.Th of OVX equal to sham's (identical samples: sham vs OVX p = 1, a change).
+    """
+    main = pd.read_csv(out / "morphometry.csv")
+    ok = main[main["status"] == "ok"]
+    blocks = []
+    for pct in (-5.0, 0.0, 5.0):
+        b = ok.copy()
+        b.insert(2, "threshold_change_pct", pct)
+        b["threshold"] = 87.0 * (1 + pct / 100)
+        if pct < 0:
+            for p in ("BV/TV", "Tb.Th", "Tb.Sp"):
+                b[p] = b[p] * 1.1
+        if pct > 0:
+            b.loc[b["group"] == "OVX", "Tb.Th"] = TBTH["sham"]
+        blocks.append(b[["scan", "group", "threshold_change_pct", "status", "error",
+                         "threshold", "BV/TV", "Tb.Th", "Tb.Sp"]])
+    pd.concat(blocks).to_csv(out / "sensitivity.csv", index=False)
+
+
+def test_threshold_sensitivity_section(tmp_path):
+    out = _write_study(tmp_path / "out", qc=False)
+    _write_sensitivity(out)
+    paths = make_report(out, control="sham", model="OVX", excel=False, figures=False)
+    t = pd.read_csv(paths["sensitivity"])
+    assert set(t.parameter) == {"BV/TV", "Tb.Th", "Tb.Sp"}
+    assert t[t.parameter == "BV/TV"].conclusions_hold.all()
+    r = t[(t.parameter == "BV/TV") & (t.threshold_change_pct == -5) & (t.group == "sham")]
+    assert r.pct_change_vs_main.iloc[0] == pytest.approx(10.0)
+    assert r.threshold.iloc[0] == pytest.approx(87 * 0.95)
+    plus = t[(t.parameter == "Tb.Th") & (t.threshold_change_pct == 5)]
+    assert not plus.conclusions_hold.any()
+    assert "sham vs OVX: p < 0.001 at the main threshold, 1.000 at +5 %" in plus.changes.iloc[0]
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "<h2 id=\"sensitivity\">Threshold sensitivity</h2>" in html
+    assert ("At ±5 % of the threshold (82.65 and 91.35 grey; main threshold 87 grey) the "
+            "conclusions change for Tb.Th (sham vs OVX") in html
+    assert EVIL_GROUP not in html and "OVX+Exos &lt;b&gt;&quot;&amp;$" in html
+    methods = paths["methods"].read_text(encoding="utf-8")
+    assert "Threshold sensitivity: every scan was analysed again" in methods
+    assert "the conclusions change for Tb.Th (sham vs OVX" in methods
+
+
+def test_stale_sensitivity_table_is_left_out(tmp_path):
+    out = _write_study(tmp_path / "out", qc=False)
+    _write_sensitivity(out)
+    make_report(out, control="sham", excel=False, figures=False)
+    assert (out / "report" / "sensitivity.csv").is_file()
+    main = pd.read_csv(out / "morphometry.csv")
+    main.loc[0, "BV/TV"] += 1.0  # a later analysis without --sensitivity
+    main.to_csv(out / "morphometry.csv", index=False)
+    paths = make_report(out, control="sham", excel=False, figures=False)
+    assert "sensitivity" not in paths and not (out / "report" / "sensitivity.csv").exists()
+    html = paths["html"].read_text(encoding="utf-8")
+    assert "sensitivity.csv: left out, its BV/TV values at the main threshold differ" in html
+    assert "id=\"sensitivity\"" not in html
+
+
+def test_unreadable_sensitivity_table_is_one_clear_error(tmp_path):
+    out = _write_study(tmp_path / "out", qc=False)
+    (out / "sensitivity.csv").write_text("scan,group,status\nx,sham,ok\n")
+    with pytest.raises(ConfigError, match=r"sensitivity\.csv: column 'threshold_change_pct' "
+                                          "is missing"):
+        make_report(out, control="sham", excel=False, figures=False)

@@ -35,6 +35,7 @@ from .figures import (
 )
 from .html import ReportContent, render_html
 from .methods import methods_text
+from .sensitivity import sensitivity_from_folder, sensitivity_paragraph
 from .summary import (
     DUNN,
     DUNNETT,
@@ -117,7 +118,7 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     ----------
     out_dir : str or Path
         Analysis folder of ``ctmorph analyze`` (``morphometry.csv``, optional ``run.json``,
-        ``<scan>/morphometry.json`` and ``<scan>/qc/*.png``).
+        ``<scan>/morphometry.json``, ``<scan>/qc/*.png`` and ``sensitivity.csv``).
     control : str or None
         Control group (sham): shown first, white bars, ``*`` marks, Dunnett comparisons,
         % change. Ignored with a warning when the data have no such group.
@@ -139,7 +140,9 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     dict of str to Path
         Every file written: ``group_summary``, ``statistics``, ``model_effects`` (CSV),
         ``*_md`` (Markdown), ``xlsx``, ``methods`` (Markdown), ``html``, ``figure_main_png``/
-        ``_svg`` and ``figure:<parameter>:png``/``svg``.
+        ``_svg`` and ``figure:<parameter>:png``/``svg``; ``sensitivity`` (CSV, with its
+        Markdown) when ``OUT/sensitivity.csv`` from ``analyze --sensitivity`` matches
+        ``morphometry.csv`` (a stale one is left out with a warning).
 
     Raises
     ------
@@ -193,6 +196,16 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
                                   alpha=alpha)
     effects = model_effects(summary, statistics, control, model)
     families = families_used(statistics, params)
+    run = load_run_info(out_dir)
+    sensitivity, stale = sensitivity_from_folder(
+        out_dir, df, run, control=control, model=model, nonparametric=nonparametric,
+        alpha=alpha, main_statistics=statistics)
+    if stale:
+        logger.warning("%s", stale)
+        warnings.append(stale)
+    if sensitivity is not None:
+        for note in sensitivity.notes:
+            logger.warning("threshold sensitivity: %s", note)
 
     rep = out_dir / "report"
     fig_dir = rep / "figures"
@@ -207,6 +220,14 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     titles = {"group_summary": "Group summary", "statistics": "Statistics",
               "model_effects": "Change against the control and prevention of the model effect"}
     tables = {"group_summary": summary, "statistics": statistics, "model_effects": effects}
+    if sensitivity is not None:
+        paths["sensitivity"] = rep / "sensitivity.csv"
+        atomic_write_text(paths["sensitivity"], csv_text(sensitivity.table))
+        titles["sensitivity"] = "Threshold sensitivity"
+        tables["sensitivity"] = sensitivity.table
+    else:
+        (rep / "sensitivity.csv").unlink(missing_ok=True)  # never leave a stale verdict
+        (rep / "sensitivity.md").unlink(missing_ok=True)
     for key, table in tables.items():
         paths[f"{key}_md"] = rep / f"{key}.md"
         write_markdown(table, paths[f"{key}_md"], titles[key])
@@ -252,7 +273,6 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
 
     # methods
     details = load_scan_details(out_dir, ok["scan"].tolist())
-    run = load_run_info(out_dir)
     sizes = {g: int((ok["group"] == g).sum()) for g in order}
     methods = methods_text(
         ok, details, run, params, control=control, model=model,
@@ -261,6 +281,8 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
         report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
                          "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
     )
+    if sensitivity is not None:
+        methods.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric))
     paths["methods"] = rep / "methods.md"
     atomic_write_text(paths["methods"], methods.as_markdown())
 
@@ -271,7 +293,7 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
         not_tested=_not_tested(statistics, empty_parameters(df), params), main_figure=main_svg,
         main_caption=main_caption, figures=figure_files,
         qc={s: qc_pictures(out_dir, s) for s in df["scan"]}, run=run, version=__version__,
-        warnings=warnings,
+        warnings=warnings, sensitivity=sensitivity,
     )
     paths["html"] = rep / "report.html"
     atomic_write_text(paths["html"], render_html(content))

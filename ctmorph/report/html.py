@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..columns import COLUMN_BY_NAME
 from .methods import Methods
+from .sensitivity import SensitivityResult, pct_label
 from .writers import format_value
 
 __all__ = ["ReportContent", "render_html", "thumbnail_data_uri"]
@@ -88,6 +89,7 @@ class ReportContent:
     run: Mapping[str, object] = field(default_factory=dict)
     version: str = ""
     warnings: list[str] = field(default_factory=list)
+    sensitivity: SensitivityResult | None = None
 
 
 def _svg_img(path: Path, alt: str, scale: float = 0.0) -> str:
@@ -259,6 +261,55 @@ def _figures(c: ReportContent) -> str:
     return "\n".join(out)
 
 
+def _sensitivity(c: ReportContent) -> str:
+    res = c.sensitivity
+    if res is None:
+        return ""
+    t = res.table
+    pcts = sorted(res.thresholds)
+    cls = "note" if res.holds else "warn"
+    out = ['<h2 id="sensitivity">Threshold sensitivity</h2>',
+           f'<div class="{cls}">{_e(res.sentence)}</div>']
+    if res.notes:
+        out.append("<ul>" + "".join(f"<li>{_e(n)}</li>" for n in res.notes) + "</ul>")
+    header = (["parameter", "conclusions hold"]
+              + [f"p at {pct_label(v)}" if v else "p (main)" for v in pcts]
+              + ["significant at the main threshold"]
+              + [f"group means at {pct_label(v)} (% of main)" for v in pcts if v]
+              + ["what changes"])
+    rows, classes = [], []
+    for p in c.params:
+        block = t[t["parameter"] == p]
+        if block.empty:
+            continue
+        first = {v: block[block["threshold_change_pct"] == v] for v in pcts}
+        ch = res.changes.get(p)
+        row = [(_e(p), False), (_e("n/a" if ch is None else "yes" if not ch else "no"), False)]
+        for v in pcts:
+            b = first[v]
+            row.append((_num(b["omnibus_p"].iloc[0], "p") if len(b) else "", True))
+        b0 = first[0.0] if 0.0 in first else first[pcts[0]]
+        row.append((_e(b0["significant_pairs"].iloc[0] if len(b0) else ""), False))
+        for v in pcts:
+            if not v:
+                continue
+            b = first[v]
+            row.append((_e("; ".join(f"{g} " + f"{x:+.1f}".replace("-", "\u2212") for g, x in
+                                     zip(b["group"], b["pct_change_vs_main"], strict=True)
+                                     if math.isfinite(x))), False))
+        row.append((_e("; ".join(ch or [])), False))
+        rows.append(row)
+        classes.append("sig" if ch else "")
+    out.append(_table(header, rows, classes))
+    out.append("<p class=meta>Every scan analysed again at the threshold "
+               + _e(", ".join(f"{res.thresholds[v]:.4g}" for v in pcts if v)) + " "
+               + _e(res.unit) + " (main " + _e(f"{res.thresholds[0.0]:.4g}")
+               + "), same tests and alpha. Highlighted: a conclusion changes. Per group and "
+                 "threshold in <code>report/sensitivity.csv</code>; per scan in "
+                 "<code>sensitivity.csv</code> of the analysis folder.</p>")
+    return "\n".join(out)
+
+
 def _methods(m: Methods) -> str:
     out = ['<h2 id="methods">Methods</h2><div class="methods">']
     out += [f"<p>{_e(p)}</p>" for p in m.paragraphs]
@@ -353,7 +404,7 @@ def render_html(c: ReportContent) -> str:
     body += ["<h2>Statistics</h2>", _stats_read(c),
              "<details><summary>All tests (assumption checks, every post-hoc family, "
              "Dunnett)</summary>", _df_table(c.statistics), "</details>",
-             _methods(c.methods), _qc(c), _provenance(c)]
+             _sensitivity(c), _methods(c.methods), _qc(c), _provenance(c)]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'

@@ -141,7 +141,7 @@ def _fmt_p(p: float) -> str:
 
 def _tests_for_parameter(parameter: str, samples: dict[str, np.ndarray], order: list[str],
                          control: str | None, nonparametric: bool,
-                         alpha: float) -> list[dict[str, Any]]:
+                         alpha: float, dunnett: bool = True) -> list[dict[str, Any]]:
     usable = [g for g in order if samples[g].size >= 2]
     skipped = [f"{g} (n = {samples[g].size})" for g in order if samples[g].size < 2]
     omni_name = KRUSKAL if nonparametric else ANOVA
@@ -218,7 +218,7 @@ def _tests_for_parameter(parameter: str, samples: dict[str, np.ndarray], order: 
         rows.append(ctx.omnibus_row(KRUSKAL, st.kruskal_wallis(xs), "epsilon squared"))
         rows += ctx.pair_rows(DUNN, st.dunn_holm(xs))
 
-    if control is not None and control in usable:
+    if dunnett and control is not None and control in usable:
         rows += ctx.pair_rows(DUNNETT, st.dunnett(xs, usable.index(control)),
                               f"many-to-one against {control}")
 
@@ -253,7 +253,7 @@ def _shapiro_row(parameter: str, group: str, x: np.ndarray, what: str = "") -> d
 
 def statistics_table(df: pd.DataFrame, control: str | None = None, *,
                      model: str | None = None, nonparametric: bool = False,
-                     alpha: float = 0.05) -> pd.DataFrame:
+                     alpha: float = 0.05, dunnett: bool = True) -> pd.DataFrame:
     """Omnibus tests, post-hoc pairs, effect sizes and assumption checks per parameter.
 
     Parameters
@@ -268,6 +268,9 @@ def statistics_table(df: pd.DataFrame, control: str | None = None, *,
         Also run Kruskal-Wallis with Dunn's test (Holm) and read those.
     alpha : float
         Level for Levene's test choosing between the classical and the Welch analysis.
+    dunnett : bool
+        Run Dunnett's test against the control (never the test read for the marks; the
+        threshold sensitivity leaves it out, as it is the slowest test here).
 
     Returns
     -------
@@ -289,7 +292,7 @@ def statistics_table(df: pd.DataFrame, control: str | None = None, *,
     recs: list[dict[str, Any]] = []
     for p in parameters(df):
         recs += _tests_for_parameter(p, group_samples(df, p, order), order, control,
-                                     nonparametric, alpha)
+                                     nonparametric, alpha, dunnett)
     defaults = {"group1": "", "group2": "", "effect_size_measure": "", "recommended": False,
                 "note": ""}
     recs = [{**defaults, **{k: v for k, v in r.items() if v is not None}} for r in recs]
