@@ -3,6 +3,7 @@ function. The CLI owns logging, progress bars and exit codes (0 ok, 1 failure, 2
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import THICKNESS_CONVENTIONS, AnalysisConfig
+from .config import ROI_MODES, THICKNESS_CONVENTIONS, AnalysisConfig
 from .errors import CtmorphError
 
 logger = logging.getLogger("ctmorph")
@@ -80,6 +81,20 @@ def _parse_threshold(ctx, param, value: str) -> float | str:
         raise click.BadParameter(f"expected a grey value or 'otsu', got {value!r}") from None
 
 
+def _parse_percent(ctx, param, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        pct = float(value)
+    except ValueError:
+        pct = float("nan")
+    if not (0 < pct < 50):  # also rejects nan
+        raise click.BadParameter(
+            f"expected a percentage between 0 and 50 (exclusive), got {value!r}"
+        )
+    return pct
+
+
 def _progress_factory():
     """tqdm bars on a terminal, plain log lines otherwise."""
     if sys.stderr.isatty():
@@ -107,23 +122,133 @@ def _progress_factory():
     return factory
 
 
+class _RunProgress:
+    """One bar for the run (plus per-scan stage bars when serial) on a terminal; plain log
+    lines, one per finished scan, otherwise."""
+
+    def __init__(self, stage_bars: bool) -> None:
+        self.tty = sys.stderr.isatty()
+        self.stage_factory = _progress_factory() if stage_bars else None
+        self.bar = None
+        self.total = 0
+        self.done = 0
+
+    def redirect_logging(self):
+        """Log lines printed above the bars instead of through them (terminal only)."""
+        if not self.tty:
+            return contextlib.nullcontext()
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        return logging_redirect_tqdm(loggers=[logging.getLogger()])
+
+    def start(self, n_scans: int) -> None:
+        self.total = n_scans
+        if self.tty and n_scans:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=n_scans, desc="scans", unit="scan", file=sys.stderr)
+
+    def scan_done(self, row: dict) -> None:
+        self.done += 1
+        secs = f" in {row['seconds']:.1f} s" if row.get("seconds") else ""
+        logger.info("[%d/%d] %s: %s%s", self.done, self.total, row["scan"], row["status"], secs)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _echo_scan_times(summary) -> None:
+    """The end summary's table: scan, group, status and wall time of each scan."""
+    rows = summary.rows
+    if not rows:
+        return
+    w = max(4, *(len(str(r["scan"])) for r in rows))
+    gw = max(5, *(len(str(r.get("group") or "")) for r in rows))
+    click.echo(f"{'scan':<{w}}  {'group':<{gw}}  status  seconds")
+    for r in rows:
+        secs = summary.scan_seconds.get(r["scan"])
+        t = f"{secs:7.1f}" if secs is not None and secs == secs else "      -"
+        click.echo(f"{r['scan']:<{w}}  {str(r.get('group') or ''):<{gw}}  {r['status']:<6}  {t}")
+
+
+def _echo_checks(checks) -> None:
+    """Dry-run output: one line per scan and a summary."""
+    w = max([4] + [len(c.name) for c in checks])
+    gw = max([5] + [len(c.group) for c in checks])
+    for c in checks:
+        size = (f"{c.n_slices} slices {c.slice_shape[0]}x{c.slice_shape[1]}"
+                if c.n_slices is not None and c.slice_shape is not None else "-")
+        vox = f"{c.voxel_um:g} µm" if c.voxel_um is not None else "-"
+        bits = f"{c.bit_depth}-bit" if c.bit_depth is not None else "-"
+        state = "OK" if c.ok else f"PROBLEM: {c.problem}"
+        click.echo(f"{c.name:<{w}}  {c.group:<{gw}}  {size:<22} {vox:<8} {bits:<6} {state}")
+    bad = sum(not c.ok for c in checks)
+    click.echo(f"dry run: {len(checks) - bad} of {len(checks)} scans valid"
+               + (f", {bad} with problems" if bad else "") + "; nothing was written")
+
+
+def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
+    """The VOI mode after the --roi-* usage rules (exit 2 on a conflict)."""
+    roi_given = ctx.get_parameter_source("roi") != click.core.ParameterSource.DEFAULT
+    if roi_mask is not None:
+        if roi_given and roi != "mask":
+            raise click.UsageError(f"--roi-mask needs --roi mask, got --roi {roi}")
+        roi = "mask"
+    elif roi == "mask":
+        raise click.UsageError("--roi mask needs --roi-mask FILE")
+    for name, value in (("--roi-offset-frac", offset_frac), ("--roi-height-frac", height_frac)):
+        if value is not None and roi != "auto":
+            raise click.UsageError(f"{name} places the VOI along the bone: needs --roi auto, "
+                                   f"got --roi {roi}")
+    if offset_frac is not None and height_frac is not None and offset_frac + height_frac > 1:
+        raise click.UsageError(
+            f"--roi-offset-frac + --roi-height-frac must be <= 1 (the VOI ends inside the "
+            f"bone), got {offset_frac:g} + {height_frac:g}"
+        )
+    return roi
+
+
 @cli.command()
-@click.argument("scan_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Output folder.")
+@click.argument("scan_dirs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path),
+              help="Output folder (required unless --dry-run).")
 @click.option("--groups", "groups_csv", type=click.Path(path_type=Path),
               help="CSV with columns scan,group.")
+@click.option("--manifest", "manifest_csv", type=click.Path(path_type=Path, dir_okay=False),
+              help="Study CSV: scan (folder, relative to the manifest), group and optional "
+                   "per-scan roi_offset_mm, roi_height_mm, distal_end, voxel_size_um, "
+                   "cortical_offset_mm, cortical_height_mm (instead of SCAN_DIR... and --groups).")
+@click.option("--dry-run", is_flag=True,
+              help="Only validate every scan from its log and slice headers, one line each; "
+                   "writes nothing (exit 1 if any scan is invalid).")
 @click.option("--group", "group", help="One group label for every scan.")
 @click.option("--threshold", default="otsu", show_default=True, callback=_parse_threshold,
               help="Global grey threshold, or 'otsu' on the pooled histogram of all scans.")
-@click.option("--roi", type=click.Choice(["auto", "full"]), default="auto", show_default=True,
-              help="auto: growth-plate referenced trabecular VOI; full: the whole volume.")
+@click.option("--roi", type=click.Choice(list(ROI_MODES)), default="auto", show_default=True,
+              help="auto: growth-plate referenced trabecular VOI; full: the whole volume; "
+                   "envelope: the region inside the specimen's outer surface (cores, "
+                   "vertebrae, other bones); mask: a user-drawn mask (--roi-mask).")
+@click.option("--roi-mask", "roi_mask", type=click.Path(exists=True, path_type=Path),
+              help="VOI mask: a multi-page TIFF or a folder of TIFF slices, the scan's shape, "
+                   "nonzero inside (implies --roi mask).")
+@click.option("--roi-offset-frac", type=click.FloatRange(0, 1, max_open=True),
+              help="VOI start proximal of the growth-plate reference as a fraction of the "
+                   "bone length (--roi auto; the scan must hold the whole bone; replaces "
+                   "--roi-offset-mm).")
+@click.option("--roi-height-frac", type=click.FloatRange(0, 1, min_open=True),
+              help="VOI length as a fraction of bone length (replaces --roi-height-mm).")
 @click.option("--roi-offset-mm", type=float, default=1.0, show_default=True,
               help="VOI start proximal of the growth-plate reference (mm).")
 @click.option("--roi-height-mm", type=float, default=2.0, show_default=True,
               help="VOI length (mm).")
 @click.option("--distal-end", type=click.Choice(["auto", "first", "last"]), default="auto",
               show_default=True, help="Which end of the stack is distal.")
+@click.option("--align", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: resample a femur tilted >= 3° in slices perpendicular to its axis "
+                   "(the angle is reported either way); off: use the slices as they are.")
 @click.option("--voxel-size", "voxel_size", type=float,
               help="Voxel size in µm (for TIFF stacks without a log; overrides the log).")
 @click.option("--smooth-sigma", type=float, default=1.0, show_default=True,
@@ -147,27 +272,45 @@ def _progress_factory():
 @click.option("--save-maps", is_flag=True,
               help="Write thickness/separation maps of the VOI (TIFF, mm) for Fiji.")
 @click.option("--no-qc", is_flag=True, help="Skip QC pictures.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Scans analysed in parallel processes.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Scans analysed in parallel processes  [default: the usable cores]")
 @click.option("--force", is_flag=True,
               help="Recompute every scan (by default unchanged finished scans are reused).")
 @click.option("--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS",
               help="Run the scans on a Dask cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
                    "scheduler file (default $DASK_SCHEDULER_ADDRESS; needs "
                    "ctmorph[distributed]; see docs/cluster.md).")
+@click.option("--sensitivity", metavar="PCT", callback=_parse_percent,
+              help="Also analyse every successful scan at the threshold × (1 ± PCT/100) into "
+                   "OUT/sensitivity/ and write OUT/sensitivity.csv; 'ctmorph report' then "
+                   "says whether the group conclusions hold (0 < PCT < 50).")
 @click.pass_context
 @_handle_errors
-def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_mm,
-            roi_height_mm, distal_end, voxel_size, smooth_sigma, thickness_convention,
+def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, threshold, roi,
+            roi_mask, roi_offset_frac, roi_height_frac, roi_offset_mm,
+            roi_height_mm, distal_end, align, voxel_size, smooth_sigma, thickness_convention,
             calibration, threshold_density, tmd_erosion_vox, strict, cortical_offset_mm,
-            cortical_height_mm, save_maps, no_qc, jobs, force, scheduler) -> None:
+            cortical_height_mm, save_maps, no_qc, jobs, force, scheduler,
+            sensitivity) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
-    from .batch import read_groups, run_analysis
+    from .batch import check_study, default_jobs, read_groups, run_analysis
+    from .manifest import read_manifest
 
     if groups_csv is not None and group is not None:
         raise click.UsageError("give either --groups or --group, not both")
-    if scheduler and jobs > 1:
+    if manifest_csv is not None and (scan_dirs or groups_csv is not None or group is not None):
+        raise click.UsageError(
+            "--manifest lists the scans and their groups: give no SCAN_DIR, --groups or "
+            "--group with it"
+        )
+    if manifest_csv is None and not scan_dirs:
+        raise click.UsageError("give SCAN_DIR... or --manifest")
+    if out is None and not dry_run:
+        raise click.UsageError("Missing option '-o' / '--out'.")
+    if scheduler and jobs is not None and jobs > 1:
         raise click.UsageError("give either --jobs or --scheduler, not both")
+    jobs = jobs or (1 if scheduler else default_jobs())
+    roi = _check_roi_options(ctx, roi, roi_mask, roi_offset_frac, roi_height_frac)
     if threshold_density is not None:
         if calibration is None:
             raise click.UsageError("--threshold-density needs --calibration")
@@ -178,7 +321,11 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
         roi=roi,
         roi_offset_mm=roi_offset_mm,
         roi_height_mm=roi_height_mm,
+        roi_mask=str(roi_mask.resolve()) if roi_mask is not None else None,
+        roi_offset_frac=roi_offset_frac,
+        roi_height_frac=roi_height_frac,
         distal_end=distal_end,
+        align=align,
         smooth_sigma_vox=smooth_sigma,
         thickness_convention=thickness_convention,
         voxel_size_um=voxel_size,
@@ -195,16 +342,26 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
 
         load_calibration(calibration)  # a bad file is one clear error before any scan runs
     groups = read_groups(groups_csv) if groups_csv is not None else None
+    manifest = read_manifest(manifest_csv, config) if manifest_csv is not None else None
+    if dry_run:
+        checks = check_study(scan_dirs, config, manifest=manifest, groups=groups, group=group)
+        _echo_checks(checks)
+        if not all(c.ok for c in checks):
+            ctx.exit(1)
+        return
     _setup_logging(ctx.obj["verbose"], out / "ctmorph.log")
-    summary = run_analysis(
-        scan_dirs, out, config, groups=groups, group=group,
-        progress_factory=_progress_factory() if jobs == 1 and not scheduler else None,
-        write_qc=not no_qc, jobs=jobs, force=force, scheduler=scheduler,
-        on_scan_done=lambda row: logger.info(
-            "%s: %s%s", row["scan"], row["status"],
-            f" in {row['seconds']:.1f} s" if row.get("seconds") else "",
-        ),
-    )
+    display = _RunProgress(stage_bars=jobs == 1 and not scheduler)
+    with display.redirect_logging():
+        try:
+            summary = run_analysis(
+                scan_dirs, out, config, manifest=manifest, groups=groups, group=group,
+                progress_factory=display.stage_factory, write_qc=not no_qc, jobs=jobs,
+                force=force, scheduler=scheduler, on_start=display.start,
+                on_scan_done=display.scan_done,
+            )
+        finally:
+            display.close()
+    _echo_scan_times(summary)
     thr = (f"threshold {summary.threshold:g} grey, {summary.threshold_method}"
            if summary.threshold is not None else "no threshold")
     reused = f", {summary.reused} unchanged and reused" if summary.reused else ""
@@ -212,9 +369,37 @@ def analyze(ctx, scan_dirs, out, groups_csv, group, threshold, roi, roi_offset_m
         f"{summary.n_ok} of {len(summary.rows)} scans ok in {summary.seconds:.1f} s "
         f"({thr}{reused}); results: {out / 'morphometry.csv'}"
     )
-    if summary.failed:
+    sens_failed = []
+    if sensitivity is not None and summary.n_ok:
+        from .sensitivity import run_sensitivity
+
+        sens_display = _RunProgress(stage_bars=jobs == 1 and not scheduler)
+
+        def sens_start(n_scans: int) -> None:  # one bar per sub-run
+            sens_display.close()
+            sens_display.done = 0
+            sens_display.start(n_scans)
+
+        with sens_display.redirect_logging():
+            try:
+                sens = run_sensitivity(
+                    scan_dirs, out, config, summary, percent=sensitivity, manifest=manifest,
+                    groups=groups, group=group, jobs=jobs, force=force, scheduler=scheduler,
+                    progress_factory=sens_display.stage_factory, on_start=sens_start,
+                    on_scan_done=sens_display.scan_done,
+                )
+            finally:
+                sens_display.close()
+        values = ", ".join(f"{sens.thresholds[c]:.6g}" for c in sorted(sens.thresholds))
+        reused = f", {sens.reused} unchanged and reused" if sens.reused else ""
+        click.echo(f"sensitivity ±{sens.percent:g} %: thresholds {values} {sens.unit} in "
+                   f"{sens.seconds:.1f} s{reused}; table: {sens.table}")
+        sens_failed = sens.failed
+    if summary.failed or sens_failed:
         for _name, err in summary.failed:
             click.echo(f"failed: {err}", err=True)
+        for _name, change, err in sens_failed:
+            click.echo(f"failed at {change:+g} % of the threshold: {err}", err=True)
         ctx.exit(1)
 
 
