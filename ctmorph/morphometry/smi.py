@@ -23,6 +23,59 @@ log = logging.getLogger(__name__)
 
 #: |dA/dr| / A (per voxel size) below which a vertex's neighbourhood counts as flat.
 _FLAT_CURVATURE = 1e-3
+#: Voxels of smoothed field meshed at once (the mesh of a slab costs ~100 B per voxel).
+_CHUNK_VOXELS = 4_000_000
+
+
+def _mesh_sums(
+    bone: np.ndarray, voi: np.ndarray, c0: int, c1: int, halo: int, smooth: float,
+    sp: np.ndarray,
+) -> tuple[float, float, float, float, float, int] | None:
+    """BS, dBS/dr, the convex and concave dBS/dr and the concave area of the triangles in
+    the marching cubes ``[c0, c1)`` (z, of the edge-padded field) and of the vertices with
+    z in ``[c0, c1)``; None when that part of the field has no surface."""
+    nzf = bone.shape[0] + 2
+    r0, r1 = max(0, c0 - halo), min(nzf, c1 + 1 + halo)  # field slices of this slab
+    # the padded field's slice k is bone slice k - 1 (edge padded at both ends)
+    rows = np.clip(np.arange(r0, r1) - 1, 0, bone.shape[0] - 1)
+    field = np.pad(bone[rows].astype(np.float32), ((0, 0), (1, 1), (1, 1)), mode="edge")
+    if smooth > 0:
+        field = ndimage.gaussian_filter(field, smooth, mode="nearest")
+    if not (field.min() < 0.5 < field.max()):
+        return None
+    verts, faces, grad_normals, _ = marching_cubes(field, level=0.5)
+    del field
+    verts = verts.astype(np.float64)
+    verts[:, 0] += r0
+    # the cube a triangle lies in, and the slice a vertex lies on (the field's last plane
+    # belongs to the last cube)
+    cube_z = np.minimum(np.floor(verts[faces, 0].min(axis=1)), nzf - 2)
+    vz = np.minimum(np.floor(verts[:, 0]), nzf - 2)
+    verts *= sp
+    normals = _vertex_normals(verts, faces)
+    if np.einsum("ij,ij->", normals, grad_normals / sp) < 0:
+        faces = faces[:, ::-1]
+        normals = -normals
+    area, d_area = surface_area_derivative(verts, faces, normals)
+    # VOI triangles: the voxel nearest to the centroid is in the VOI
+    centroid = verts[faces].mean(axis=1)
+    near = np.floor(centroid / sp + 0.5).astype(np.int64) - 1
+    inside_img = np.all((near >= 0) & (near < np.asarray(bone.shape)), axis=1)
+    keep = np.zeros(len(faces), dtype=bool)
+    idx = near[inside_img]
+    keep[inside_img] = voi[idx[:, 0], idx[:, 1], idx[:, 2]]
+    del centroid, near, idx
+    own_tri = keep & (cube_z >= c0) & (cube_z < c1)
+    # local area change per vertex: one third of each incident VOI triangle's A and dA/dr
+    kept = faces[keep]
+    v_area = np.bincount(kept.ravel(), np.repeat(area[keep] / 3.0, 3), minlength=len(verts))
+    v_darea = np.bincount(kept.ravel(), np.repeat(d_area[keep] / 3.0, 3), minlength=len(verts))
+    own_v = (vz >= c0) & (vz < c1)
+    concave = own_v & (v_darea < -_FLAT_CURVATURE / float(sp.min()) * v_area)
+    return (float(area[own_tri].sum()), float(d_area[own_tri].sum()),
+            float(v_darea[own_v & (v_darea > 0)].sum()),
+            float(v_darea[own_v & (v_darea < 0)].sum()),
+            float(v_area[concave].sum()), int(own_tri.sum()))
 
 
 def surface_area_derivative(
@@ -170,48 +223,45 @@ def smi(
     if n_bone == 0:
         raise SegmentationError("no bone in the VOI: SMI is undefined")
 
-    field = np.pad(bone.astype(np.float32), 1, mode="edge")
-    if smooth > 0:
-        field = ndimage.gaussian_filter(field, smooth, mode="nearest")
-    if not (field.min() < 0.5 < field.max()):
+    # The surface is built slab by slab along z (bounded memory on big VOIs). Each triangle
+    # lies in one marching cube and belongs to the slab owning that cube; each vertex belongs
+    # to the slab owning its z. A slab's field and mesh are computed with a halo of
+    # ceil(4 smooth) + 3 slices, which holds the Gaussian's support and the one-ring of
+    # triangles around every owned vertex, so every owned triangle, normal and vertex sum is
+    # the one of the whole-box mesh (up to float rounding of the z offset).
+    nzf = bone.shape[0] + 2  # slices of the edge-padded field
+    plane = (bone.shape[1] + 2) * (bone.shape[2] + 2)
+    step = max(8, _CHUNK_VOXELS // plane)
+    halo = int(math.ceil(4.0 * smooth)) + 3
+    sp_arr = np.asarray(sp, dtype=np.float64)
+    bs = d_bs = v_pos = v_neg = v_conc = 0.0
+    n_tri = 0
+    surface = False
+    for c0 in range(0, nzf - 1, step):
+        c1 = min(nzf - 1, c0 + step)  # owned cubes [c0, c1) of the padded field
+        part = _mesh_sums(bone, voi, c0, c1, halo, smooth, sp_arr)
+        if part is None:
+            continue
+        surface = True
+        bs += part[0]
+        d_bs += part[1]
+        v_pos += part[2]
+        v_neg += part[3]
+        v_conc += part[4]
+        n_tri += part[5]
+    if not surface:
         raise SegmentationError("no bone surface in the VOI: SMI is undefined")
-    verts, faces, grad_normals, _ = marching_cubes(field, level=0.5, spacing=sp)
-    verts = verts.astype(np.float64)
-
-    normals = _vertex_normals(verts, faces)
-    # orient the winding so the normals point into marrow, like skimage's gradient normals
-    if np.einsum("ij,ij->", normals, grad_normals) < 0:
-        faces = faces[:, ::-1]
-        normals = -normals
-    area, d_area = surface_area_derivative(verts, faces, normals)
-
-    centroid = verts[faces].mean(axis=1)
-    # nearest voxel as in basic.bone_surface (half-way rounds up), minus the padding
-    near = np.floor(centroid / np.asarray(sp) + 0.5).astype(np.int64) - 1
-    inside_img = np.all((near >= 0) & (near < np.asarray(bone.shape)), axis=1)
-    keep = np.zeros(len(faces), dtype=bool)
-    idx = near[inside_img]
-    keep[inside_img] = voi[idx[:, 0], idx[:, 1], idx[:, 2]]
-    area, d_area = area[keep], d_area[keep]
-
-    bs = float(area.sum())
     if bs <= 0:
         raise SegmentationError("no bone surface in the VOI: SMI is undefined")
     bv = n_bone * sp[0] * sp[1] * sp[2]
-    d_bs = float(d_area.sum())
     scale = 6.0 * bv / bs**2
-    # local area change per vertex: one third of each incident VOI triangle's A and dA/dr
-    kept = faces[keep]
-    v_area = np.bincount(kept.ravel(), np.repeat(area / 3.0, 3), minlength=len(verts))
-    v_darea = np.bincount(kept.ravel(), np.repeat(d_area / 3.0, 3), minlength=len(verts))
-    concave = v_darea < -_FLAT_CURVATURE / min(sp) * v_area
     result = {
         "SMI": scale * d_bs,
-        "SMI+": scale * float(v_darea[v_darea > 0].sum()),
-        "SMI-": scale * float(v_darea[v_darea < 0].sum()),
-        "concave_fraction": float(v_area[concave].sum()) / bs,
+        "SMI+": scale * v_pos,
+        "SMI-": scale * v_neg,
+        "concave_fraction": v_conc / bs,
         "BS.mesh": bs,
         "dBS/dr": d_bs,
     }
-    log.debug("SMI %.4f from %d triangles in the VOI", result["SMI"], int(keep.sum()))
+    log.debug("SMI %.4f from %d triangles in the VOI", result["SMI"], n_tri)
     return result
