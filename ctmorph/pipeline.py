@@ -127,22 +127,6 @@ def scan_histogram(scan: Scan) -> np.ndarray:
     return hist
 
 
-def _proximal_range(
-    ref: int, distal_end: str, offset_mm: float, height_mm: float, dz: float, nz: int
-) -> tuple[int, int]:
-    """Array index range ``[z0, z1)`` from ``offset_mm`` to ``offset_mm + height_mm``
-    proximal of slice ``ref``, clipped to the stack (empty when it lies beyond the end)."""
-    a = int(round(offset_mm / dz))
-    n = int(round(height_mm / dz))
-    if distal_end == "first":
-        z0, z1 = ref + a, ref + a + n
-    else:
-        z0, z1 = ref - a - n + 1, ref - a + 1
-    if z0 < 0 or z1 > nz:
-        return 0, 0
-    return z0, z1
-
-
 def analyze_scan(
     path: str | Path, config: AnalysisConfig | None = None, *, threshold: float | None = None
 ) -> dict[str, Any]:
@@ -379,8 +363,11 @@ def measure_scan(
 
     cortical: dict[str, Any] = {}
     if cfg.cortical_offset_mm is not None and ref_index is not None:
-        c0, c1 = _proximal_range(ref_index, distal_end, cfg.cortical_offset_mm,
-                                 cfg.cortical_height_mm, spacing[0], nz)
+        span = _femur.proximal_slices(
+            ref_index, distal_end, nz, int(round(cfg.cortical_offset_mm / spacing[0])),
+            int(round(cfg.cortical_height_mm / spacing[0])),
+        )
+        c0, c1 = span or (0, 0)
         if c1 <= c0:
             raise SegmentationError(
                 f"{scan.name}: the scan ends before the cortical VOI "
@@ -715,16 +702,7 @@ def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
     gp = _femur._growth_plate_from_profiles(
         prof, nz, sp, end, _femur._FAR_MM, _femur._MARGIN_MM, tail=tail
     )
-    k_ref = gp.ref_index if end == "first" else nz - 1 - gp.ref_index
-    n_off = int(round(offset_mm / dz))
-    n_h = max(1, int(round(height_mm / dz)))
-    k0, k1 = k_ref + n_off, k_ref + n_off + n_h
-    if k1 > nz:
-        raise SegmentationError(
-            f"scan ends {(nz - k_ref) * dz:.1f} mm proximal of the growth plate; the VOI needs "
-            f"{offset_mm + height_mm:.1f} mm"
-        )
-    z0, z1 = (k0, k1) if end == "first" else (nz - k1, nz - k0)
+    z0, z1 = _femur.trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
     filled, thick_mean = _femur._smooth_sector_thickness(p1.thick, p1.has, sp)
     profiles = dict(gp.profiles)
     profiles["cortical_thickness_mm"] = thick_mean

@@ -57,12 +57,10 @@ from .._kernels.thickness import (
     finish_thickness,
     masked_stats,
     paint_balls,
-    ridge_fill,
-    ridge_mark,
 )
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .thickness import _EXACT_LIMIT, _SHRINK, _check_convention, _unit_weights
+from .thickness import _EXACT_LIMIT, _SHRINK, _check_convention, _ridges, _unit_weights
 
 __all__ = [
     "ThicknessHalo",
@@ -340,16 +338,8 @@ def _chunk_map(phase: np.ndarray, b0: int, z0: int, z1: int, plan: _Plan) -> np.
             f"mask changed between the two passes of chunked local thickness (slices "
             f"{z0}-{z1 - 1}); its data must stay the same while it is analysed"
         )
-    flag = phase  # reused as the ridge flags
-    counts = np.empty(phase.shape[0], dtype=np.int64)
-    ridge_mark(d, w2, plan.table, plan.shrink, flag, counts)
-    offsets = np.zeros(phase.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    n = int(offsets[-1])
-    ry = np.empty(n, dtype=np.int32)
-    rx = np.empty(n, dtype=np.int32)
-    rd = np.empty(n, dtype=np.float32)
-    ridge_fill(d, flag, offsets, ry, rx, rd)
+    # the phase buffer is reused as the ridge flags
+    offsets, ry, rx, rd = _ridges(d, phase, w2, plan.table, plan.shrink)
     del d
     box = np.asarray((z0 - b0, z1 - b0, 0, ny, 0, nx), dtype=np.int64)
     paint_balls(offsets, ry, rx, rd, w2, plan.shrink, box, out, numba.get_num_threads())

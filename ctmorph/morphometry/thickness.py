@@ -117,6 +117,23 @@ def distance_transform(mask, *, spacing) -> np.ndarray:
     return d
 
 
+def _ridges(d: np.ndarray, flag: np.ndarray, w2: np.ndarray, table: np.ndarray,
+            shrink: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ball centres that no other ball contains, from the squared EDT ``d``: per-slice
+    ``offsets`` into their ``y``, ``x`` and squared radius arrays (``flag``, uint8 of
+    ``d``'s shape, is overwritten as scratch)."""
+    counts = np.empty(d.shape[0], dtype=np.int64)
+    ridge_mark(d, w2, table, shrink, flag, counts)
+    offsets = np.zeros(d.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    n = int(offsets[-1])
+    ry = np.empty(n, dtype=np.int32)
+    rx = np.empty(n, dtype=np.int32)
+    rd = np.empty(n, dtype=np.float32)
+    ridge_fill(d, flag, offsets, ry, rx, rd)
+    return offsets, ry, rx, rd
+
+
 def _thickness_map(mask: np.ndarray, spacing: tuple[float, ...], convention: str,
                    box: tuple[int, int, int, int, int, int] | None = None) -> np.ndarray:
     """Local thickness of a validated mask (phase present, background present) over ``box``
@@ -132,15 +149,7 @@ def _thickness_map(mask: np.ndarray, spacing: tuple[float, ...], convention: str
     else:
         table = np.empty((0, 7), dtype=np.float64)
         shrink = 1.0 - _SHRINK
-    counts = np.empty(mask.shape[0], dtype=np.int64)
-    ridge_mark(d, w2, table, shrink, flag, counts)
-    offsets = np.zeros(mask.shape[0] + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    n = int(offsets[-1])
-    ry = np.empty(n, dtype=np.int32)
-    rx = np.empty(n, dtype=np.int32)
-    rd = np.empty(n, dtype=np.float32)
-    ridge_fill(d, flag, offsets, ry, rx, rd)
+    offsets, ry, rx, rd = _ridges(d, flag, w2, table, shrink)
     del d, flag
     if box is None:
         box = (0, mask.shape[0], 0, mask.shape[1], 0, mask.shape[2])

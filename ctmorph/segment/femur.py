@@ -55,6 +55,8 @@ __all__ = [
     "find_growth_plate",
     "endocortical_region",
     "auto_trabecular_voi",
+    "proximal_slices",
+    "trabecular_slices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -983,6 +985,35 @@ def _region_rows(
     return region
 
 
+def proximal_slices(
+    ref_index: int, distal_end: str, nz: int, n_offset: int, n_slices: int
+) -> tuple[int, int] | None:
+    """Array range ``[z0, z1)`` of ``n_slices`` slices starting ``n_offset`` slices proximal
+    of ``ref_index`` (proximal = away from the distal end); None where it leaves the stack."""
+    if distal_end == "first":
+        z0, z1 = ref_index + n_offset, ref_index + n_offset + n_slices
+    else:
+        z0, z1 = ref_index - n_offset - n_slices + 1, ref_index - n_offset + 1
+    return (z0, z1) if z0 >= 0 and z1 <= nz else None
+
+
+def trabecular_slices(
+    ref_index: int, distal_end: str, nz: int, dz: float, offset_mm: float, height_mm: float
+) -> tuple[int, int]:
+    """Slices ``[z0, z1)`` of the trabecular VOI: from ``offset_mm`` to ``offset_mm +
+    height_mm`` (at least one slice) proximal of the reference; SegmentationError when the
+    scan ends before."""
+    span = proximal_slices(ref_index, distal_end, nz, int(round(offset_mm / dz)),
+                           max(1, int(round(height_mm / dz))))
+    if span is None:
+        k_ref = ref_index if distal_end == "first" else nz - 1 - ref_index
+        raise SegmentationError(
+            f"scan ends {(nz - k_ref) * dz:.1f} mm proximal of the growth plate; the VOI needs "
+            f"{offset_mm + height_mm:.1f} mm"
+        )
+    return span
+
+
 def auto_trabecular_voi(
     bone: np.ndarray,
     *,
@@ -1042,16 +1073,7 @@ def auto_trabecular_voi(
         prof, nz, sp, end, _FAR_MM, _MARGIN_MM, bone=bone, maps=maps
     )
 
-    k_ref = gp.ref_index if end == "first" else nz - 1 - gp.ref_index
-    n_off = int(round(offset_mm / dz))
-    n_h = max(1, int(round(height_mm / dz)))
-    k0, k1 = k_ref + n_off, k_ref + n_off + n_h
-    if k1 > nz:
-        raise SegmentationError(
-            f"scan ends {(nz - k_ref) * dz:.1f} mm proximal of the growth plate; the VOI needs "
-            f"{offset_mm + height_mm:.1f} mm"
-        )
-    z0, z1 = (k0, k1) if end == "first" else (nz - k1, nz - k0)
+    z0, z1 = trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
     region, thick = _endocortical(bone, maps.envelope, maps.depth, maps.crop, sp)
     voi = np.zeros_like(region)
     voi[z0:z1] = region[z0:z1]

@@ -23,6 +23,7 @@ from scipy import ndimage
 from .._kernels.edt import squared_edt
 from ..errors import ConfigError, ScanError, SegmentationError
 from ..spacing import normalize_spacing
+from .femur import _as_bone
 
 __all__ = [
     "ENVELOPE_CLOSING_MM",
@@ -51,17 +52,6 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 
 # --------------------------------------------------------------------------------------------
 # envelope
-
-
-def _as_bone(bone: np.ndarray) -> np.ndarray:
-    arr = np.asarray(bone)
-    if arr.ndim != 3 or 0 in arr.shape:
-        raise ConfigError(f"bone must be a non-empty (Z, Y, X) array, got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr != 0
-    raise ConfigError(f"bone must be a boolean (Z, Y, X) array, got dtype {arr.dtype}")
 
 
 def _sq_edt(phase: np.ndarray, sp: tuple[float, ...]) -> np.ndarray:
