@@ -12,6 +12,7 @@ from ctmorph.spacing import normalize_spacing
         ({"threshold": float("nan")}, "finite grey value"),
         ({"roi": "box"}, "roi must be"),
         ({"distal_end": "top"}, "distal_end must be"),
+        ({"align": "yes"}, "align must be 'auto' or 'off'"),
         ({"roi_offset_mm": -1.0}, "roi_offset_mm must be >= 0"),
         ({"roi_height_mm": 0.0}, "roi_height_mm must be > 0"),
         ({"smooth_sigma_vox": -0.5}, "smooth_sigma_vox"),
