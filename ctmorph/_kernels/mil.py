@@ -1,7 +1,7 @@
 """Mean intercept length line counts (numba kernel).
 
-Prepared arrays in, integer counts out; no validation, no logging. The public wrapper is
-:func:`ctmorph.morphometry.anisotropy.anisotropy`.
+Prepared arrays in, integer counts out; no validation, no logging. The public wrappers are
+:func:`ctmorph.morphometry.anisotropy.anisotropy` and ``anisotropy_chunked``.
 
 Geometry (physical space, mm): voxel ``(i, j, k)`` has its centre at ``(i*dz, j*dy, k*dx)``;
 the sampled domain is the box spanned by the voxel centres, ``[0, (N-1)*d]`` per axis, where
@@ -14,6 +14,12 @@ periodic structure along the grid axes (aliasing). The lines are
 ``(a, b) = ((iu - (n_u - 1)/2) * h, (iv - (n_v - 1)/2) * h)`` on a square grid of pitch ``h``
 covering the projection of the domain. Each line is clipped to the domain ``[s_in, s_out]``
 and sampled at ``s_in + (n + 1/2) * ds`` for ``n < int((s_out - s_in) / ds)``.
+
+Blocks: :func:`mil_counts_window` counts on the same global grid only the samples whose
+interpolation cell starts in an owned range of padded z slices, reading a z-window of the
+field; windows whose ownership ranges partition z sum to :func:`mil_counts` exactly (the samples
+and their positions are computed by the same code, so the counts are the same integers).
+:func:`mil_counts` is the one window that owns everything.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["GOLDEN_ANGLE", "line_basis", "mil_counts"]
+__all__ = ["GOLDEN_ANGLE", "NO_LIMIT", "line_basis", "mil_counts", "mil_counts_window"]
 
 #: Rotation (rad) of the line grid about the direction, per direction index.
 GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
@@ -56,8 +62,9 @@ def line_basis(w):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def _sample(f, q0, q1, q2):  # pragma: no cover - compiled
-    """Trilinear interpolation of the edge-padded field at padded continuous index q >= 0."""
+def _sample(f, z_off, q0, q1, q2):  # pragma: no cover - compiled
+    """Trilinear interpolation of the edge-padded field at padded continuous index q >= 0;
+    ``f`` holds the padded slices from ``z_off`` on."""
     i0 = int(q0)
     j0 = int(q1)
     k0 = int(q2)
@@ -67,6 +74,7 @@ def _sample(f, q0, q1, q2):  # pragma: no cover - compiled
     g0 = 1.0 - f0
     g1 = 1.0 - f1
     g2 = 1.0 - f2
+    i0 -= z_off
     c00 = f[i0, j0, k0] * g2 + f[i0, j0, k0 + 1] * f2
     c01 = f[i0, j0 + 1, k0] * g2 + f[i0, j0 + 1, k0 + 1] * f2
     c10 = f[i0 + 1, j0, k0] * g2 + f[i0 + 1, j0, k0 + 1] * f2
@@ -74,11 +82,26 @@ def _sample(f, q0, q1, q2):  # pragma: no cover - compiled
     return (c00 * g1 + c01 * f1) * g0 + (c10 * g1 + c11 * f1) * f0
 
 
+@njit(cache=True, inline="always")
+def _first_owned(q0, d0, n_s, z):  # pragma: no cover - compiled
+    """First sample ``n`` in ``[0, n_s]`` whose padded z index ``int(q0 + n*d0)`` has passed
+    ``z``: ``>= z`` when ``d0 >= 0``, ``< z`` when ``d0 < 0`` (a monotone predicate of ``n``,
+    evaluated with the very expression the sampling loop uses; bisection)."""
+    lo = 0
+    hi = n_s
+    while lo < hi:
+        mid = (lo + hi) // 2
+        i = int(q0 + mid * d0)
+        if (i >= z) if d0 >= 0.0 else (i < z):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @njit(cache=True)
-def _one_direction(field, voi, full_voi, spacing, w, h, ds, level, theta):  # pragma: no cover
-    nz = field.shape[0] - 2
-    ny = field.shape[1] - 2
-    nx = field.shape[2] - 2
+def _one_direction(field, voi, full_voi, spacing, w, h, ds, level, theta,
+                   nz, ny, nx, z_off, own0, own1):  # pragma: no cover - compiled
     u0, v0 = line_basis(w)
     ct = math.cos(theta)
     st = math.sin(theta)
@@ -97,12 +120,37 @@ def _one_direction(field, voi, full_voi, spacing, w, h, ds, level, theta):  # pr
         rv += abs(v[m]) * 0.5 * (hi[m] - lo[m])
     n_u = int(math.ceil(2.0 * ru / h))
     n_v = int(math.ceil(2.0 * rv / h))
+    # Lines that can hold owned samples: their offsets (a, b) lie in the projection onto
+    # (u, v) of the owned part of the domain, z in [(own0 - 1) dz, (own1 - 1) dz] (padded
+    # index i = z/dz + 1), plus one line of slack each side.
+    zlo = max(lo[0], (own0 - 1.0) * spacing[0])
+    zhi = min(hi[0], (own1 - 1.0) * spacing[0])
+    if zlo > zhi:
+        return 0, 0
+    a_lo = np.inf
+    a_hi = -np.inf
+    b_lo = np.inf
+    b_hi = -np.inf
+    for corner in range(8):
+        pz = (zhi if corner & 1 else zlo) - c[0]
+        py = (hi[1] if corner & 2 else lo[1]) - c[1]
+        px = (hi[2] if corner & 4 else lo[2]) - c[2]
+        a = pz * u[0] + py * u[1] + px * u[2]
+        b = pz * v[0] + py * v[1] + px * v[2]
+        a_lo = min(a_lo, a)
+        a_hi = max(a_hi, a)
+        b_lo = min(b_lo, b)
+        b_hi = max(b_hi, b)
+    iu0 = max(0, int(math.floor(a_lo / h + 0.5 * (n_u - 1))) - 1)
+    iu1 = min(n_u, int(math.ceil(a_hi / h + 0.5 * (n_u - 1))) + 2)
+    iv0 = max(0, int(math.floor(b_lo / h + 0.5 * (n_v - 1))) - 1)
+    iv1 = min(n_v, int(math.ceil(b_hi / h + 0.5 * (n_v - 1))) + 2)
     n_in = 0
     crossings = 0
     p0 = np.empty(3)
-    for iu in range(n_u):
+    for iu in range(iu0, iu1):
         a = (iu - 0.5 * (n_u - 1)) * h
-        for iv in range(n_v):
+        for iv in range(iv0, iv1):
             b = (iv - 0.5 * (n_v - 1)) * h
             s_in = -np.inf
             s_out = np.inf
@@ -128,25 +176,78 @@ def _one_direction(field, voi, full_voi, spacing, w, h, ds, level, theta):  # pr
             d0 = ds * w[0] / spacing[0]
             d1 = ds * w[1] / spacing[1]
             d2 = ds * w[2] / spacing[2]
+            # owned samples: padded z index int(q0 + n*d0) in [own0, own1), an interval of n
+            if d0 >= 0.0:
+                n_lo = _first_owned(q0, d0, n_s, own0)
+                n_hi = _first_owned(q0, d0, n_s, own1)
+            else:
+                n_lo = _first_owned(q0, d0, n_s, own1)
+                n_hi = _first_owned(q0, d0, n_s, own0)
+            if n_lo >= n_hi:
+                continue
+            # the pair (n - 1, n) belongs to the owner of sample n: start from sample n_lo - 1
+            n_first = max(n_lo - 1, 0)
             prev_phase = False
             prev_in = 1
             cur_in = 1
-            for n in range(n_s):
+            for n in range(n_first, n_hi):
                 x0 = q0 + n * d0
                 x1 = q1 + n * d1
                 x2 = q2 + n * d2
-                phase = _sample(field, x0, x1, x2) > level
+                phase = _sample(field, z_off, x0, x1, x2) > level
                 if not full_voi:
-                    cur_in = 1 if voi[int(x0 + 0.5), int(x1 + 0.5), int(x2 + 0.5)] else 0
-                n_in += cur_in
-                if phase != prev_phase and n > 0:
-                    crossings += prev_in + cur_in
+                    cur_in = 1 if voi[int(x0 + 0.5) - z_off, int(x1 + 0.5), int(x2 + 0.5)] else 0
+                if n >= n_lo:
+                    n_in += cur_in
+                    if phase != prev_phase and n > 0:
+                        crossings += prev_in + cur_in
                 prev_phase = phase
                 prev_in = cur_in
     return n_in, crossings
 
 
+#: Ownership bound meaning "no limit" for :func:`mil_counts_window`.
+NO_LIMIT = 1 << 40
+
+
 @njit(cache=True, parallel=True)
+def mil_counts_window(field, voi, full_voi, spacing, directions, h, ds, level,
+                      nz, ny, nx, z_off, own0, own1):  # pragma: no cover - compiled
+    """:func:`mil_counts` of the samples one z-window owns, for counting a volume in blocks.
+
+    The line grid and samples are those of the whole ``(nz, ny, nx)`` volume; only samples
+    whose padded z index ``int(q0)`` (see :func:`_sample`) lies in ``[own0, own1)`` are
+    counted, with the pair (previous sample, sample) that ends at them. Summing the counts of
+    windows whose ownership ranges partition the integers gives exactly :func:`mil_counts`.
+
+    Parameters
+    ----------
+    field, voi : (W, ny+2, nx+2) ndarrays of float32 and uint8, C order
+        Padded slices ``z_off .. z_off + W - 1`` of the whole volume's padded field and VOI
+        (as :func:`mil_counts` takes them). They must cover the owned samples' slices and the
+        previous sample's: padded z in ``[own0 - k, own1 + k)`` clipped to ``[0, nz + 2)``,
+        with ``k = int(ds / dz) + 2``.
+    nz, ny, nx : int
+        Unpadded shape of the whole volume (defines the line grid).
+    z_off : int
+        Padded z index of ``field[0]`` and ``voi[0]``.
+    own0, own1 : int
+        Owned padded z range (``-NO_LIMIT``/``NO_LIMIT`` for an open end).
+
+    The other parameters and the returns are those of :func:`mil_counts`.
+    """
+    n = directions.shape[0]
+    n_in = np.zeros(n, dtype=np.int64)
+    crossings = np.zeros(n, dtype=np.int64)
+    for d in prange(n):
+        a, b = _one_direction(field, voi, full_voi, spacing, directions[d], h, ds, level,
+                              d * GOLDEN_ANGLE, nz, ny, nx, z_off, own0, own1)
+        n_in[d] = a
+        crossings[d] = b
+    return n_in, crossings
+
+
+@njit(cache=True)
 def mil_counts(field, voi, full_voi, spacing, directions, h, ds, level):  # pragma: no cover
     """Sampled VOI length and weighted phase-boundary crossings for each direction.
 
@@ -176,12 +277,8 @@ def mil_counts(field, voi, full_voi, spacing, directions, h, ds, level):  # prag
         Sum over phase changes between consecutive samples of the number (0, 1, 2) of the two
         samples lying in the VOI, i.e. twice the VOI share of boundary crossings.
     """
-    n = directions.shape[0]
-    n_in = np.zeros(n, dtype=np.int64)
-    crossings = np.zeros(n, dtype=np.int64)
-    for d in prange(n):
-        a, b = _one_direction(field, voi, full_voi, spacing, directions[d], h, ds, level,
-                              d * GOLDEN_ANGLE)
-        n_in[d] = a
-        crossings[d] = b
-    return n_in, crossings
+    nz = field.shape[0] - 2
+    ny = field.shape[1] - 2
+    nx = field.shape[2] - 2
+    return mil_counts_window(field, voi, full_voi, spacing, directions, h, ds, level,
+                             nz, ny, nx, 0, -NO_LIMIT, NO_LIMIT)

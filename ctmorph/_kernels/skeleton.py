@@ -116,12 +116,25 @@ def is_isthmus(nb):
 
 
 @njit(cache=True)
-def thin(img, border, cand, dirty):
+def _grown(buf, n):
+    """A copy of ``buf[:n]`` in a buffer of the same dtype with room for at least twice as
+    many entries (and more than ``n``)."""
+    out = np.empty(max(2 * buf.size, n + 1, 64), buf.dtype)
+    out[:n] = buf[:n]
+    return out
+
+
+@njit(cache=True)
+def thin(img, border, cand, dirty, presize=True):
     """Thin ``img`` in place (C-contiguous uint8, padded as described in the module notes).
 
-    ``border``, ``cand`` and ``dirty`` are work buffers (int32 or int64, large enough for flat
-    indices of ``img``) of at least the number of unfrozen object voxels each. On return the
-    ``OBJ`` bit marks the skeleton. Returns the number of passes made.
+    ``border``, ``cand`` and ``dirty`` are the initial work buffers (1-D, C-contiguous, int32
+    or int64 wide enough for flat indices of ``img``; any length, even 0). With ``presize``
+    (default), buffers shorter than the first border list are first replaced by fresh ones of
+    its length (pages never written cost no memory); any buffer that fills up is replaced by
+    a copy twice as large. Memory thus follows the number of border points (the object's
+    surface), not of object voxels. ``presize=False`` only grows (for tests of the growth
+    path). On return the ``OBJ`` bit marks the skeleton. Returns the number of passes made.
     """
     nz, ny, nx = img.shape
     flat = img.ravel()
@@ -131,6 +144,26 @@ def thin(img, border, cand, dirty):
     for i in range(27):
         off27[i] = (i // 9 - 1) * sz + ((i // 3) % 3 - 1) * sy + (i % 3 - 1)
     dirs = np.array([sz, -sz, sy, -sy, 1, -1], np.int64)  # background on that side
+
+    # Size the work buffers for the first border list (an upper bound: the unfrozen object
+    # points with a background face neighbour). Fresh buffers cost no memory until written, so
+    # only the entries used become resident; later growth copies, which is rare.
+    nfirst = 0
+    for z in range(1, nz - 1 if presize else 1):
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                p = z * sz + y * sy + x
+                if flat[p] & OBJ and not flat[p] & CON:
+                    for f in range(6):
+                        if not flat[p + dirs[f]] & OBJ:
+                            nfirst += 1
+                            break
+    if border.size < nfirst:
+        border = np.empty(nfirst, border.dtype)
+    if cand.size < nfirst:
+        cand = np.empty(nfirst, cand.dtype)
+    if dirty.size < nfirst:
+        dirty = np.empty(nfirst, dirty.dtype)
 
     # Border list: unfrozen object points with a background face neighbour.
     nborder = 0
@@ -150,6 +183,8 @@ def thin(img, border, cand, dirty):
                     flat[p] |= CON
                     continue
                 flat[p] |= _INL
+                if nborder == border.size:
+                    border = _grown(border, nborder)
                 border[nborder] = p
                 nborder += 1
 
@@ -165,6 +200,8 @@ def thin(img, border, cand, dirty):
                 if flat[p + step] & OBJ:
                     continue
                 if is_simple(_load(flat, p, off27)):
+                    if ncand == cand.size:
+                        cand = _grown(cand, ncand)
                     cand[ncand] = p
                     ncand += 1
             # Sequential deletion, re-checking simplicity on the current image.
@@ -188,6 +225,8 @@ def thin(img, border, cand, dirty):
                     v = flat[q]
                     if v & OBJ and not v & (CON | _DIRTY):
                         flat[q] = v | _DIRTY
+                        if ndirty == dirty.size:
+                            dirty = _grown(dirty, ndirty)
                         dirty[ndirty] = q
                         ndirty += 1
             for k in range(ndirty):
@@ -197,6 +236,8 @@ def thin(img, border, cand, dirty):
                     v |= CON
                 elif not v & _INL:
                     v |= _INL
+                    if nborder == border.size:
+                        border = _grown(border, nborder)
                     border[nborder] = q
                     nborder += 1
                 flat[q] = v

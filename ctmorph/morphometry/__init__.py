@@ -1,10 +1,13 @@
 """Public morphometry API: arrays + spacing (mm, ``(dz, dy, dx)``) in, numbers with units out.
 
-Each submodule lists its public names in ``__all__``; this package re-exports them.
+Each submodule lists its public names in ``__all__``; this package re-exports them. The
+``*_chunked`` functions take a :class:`~ctmorph.morphometry.zsource.ZSource` (a slab read a few
+slices at a time) instead of arrays and return what their whole-array counterparts return, in
+bounded memory.
 """
 
-from .anisotropy import Fabric, anisotropy, hemisphere_directions
-from .basic import bone_surface, bone_volume, tissue_volume, voxel_volume
+from .anisotropy import Fabric, anisotropy, anisotropy_chunked, hemisphere_directions
+from .basic import bone_surface, bone_surface_chunked, bone_volume, tissue_volume, voxel_volume
 from .chunked import (
     ThicknessHalo,
     ThicknessStats,
@@ -13,20 +16,37 @@ from .chunked import (
     thickness_halo,
     write_local_thickness,
 )
-from .connectivity import connectivity
+from .connectivity import connectivity, connectivity_chunked
 from .cortical import CORTICAL_COLUMNS, cortical_morphometry
-from .pattern import pattern_factor
-from .smi import smi
-from .tbn import medial_skeleton, midaxis_spacing, trabecular_number
+from .pattern import pattern_factor, pattern_factor_chunked
+from .smi import smi, smi_chunked
+from .tbn import (
+    medial_skeleton,
+    midaxis_spacing,
+    midaxis_spacing_chunked,
+    trabecular_number,
+)
 from .thickness import CONVENTIONS, distance_transform, local_thickness
 from .trabecular import (
     TRABECULAR_COLUMNS,
     TrabecularAnalysis,
     trabecular_analysis,
+    trabecular_chunked,
     trabecular_morphometry,
 )
+from .zsource import ArraySource, Block, ZSource
 
 __all__ = [
+    "ArraySource",
+    "Block",
+    "ZSource",
+    "anisotropy_chunked",
+    "bone_surface_chunked",
+    "connectivity_chunked",
+    "midaxis_spacing_chunked",
+    "pattern_factor_chunked",
+    "smi_chunked",
+    "trabecular_chunked",
     "CONVENTIONS",
     "CORTICAL_COLUMNS",
     "ThicknessHalo",

@@ -1,6 +1,8 @@
 """Mean intercept length (MIL) fabric tensor and degree of anisotropy.
 
-Public function: :func:`anisotropy`. The line sampling runs in :mod:`ctmorph._kernels.mil`.
+Public functions: :func:`anisotropy` (whole arrays) and :func:`anisotropy_chunked` (the same
+result from a :class:`~ctmorph.morphometry.zsource.ZSource` read in z-blocks, in bounded
+memory). The line sampling runs in :mod:`ctmorph._kernels.mil`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .._kernels.mil import GOLDEN_ANGLE, mil_counts
+from .._kernels.mil import GOLDEN_ANGLE, NO_LIMIT, mil_counts, mil_counts_window
 from ..errors import ConfigError, SegmentationError
+from ..spacing import normalize_spacing
 from .connectivity import _prepare_masks, _voi_box
+from .zsource import ZSource, block_ranges, chunk_slices_for
 
-__all__ = ["Fabric", "anisotropy", "hemisphere_directions"]
+__all__ = ["Fabric", "anisotropy", "anisotropy_chunked", "hemisphere_directions"]
 
 log = logging.getLogger(__name__)
 
@@ -196,21 +200,11 @@ def anisotropy(
     lattices. Math Geosci 42:49-64.
     """
     bone, voi, sp = _prepare_masks(bone, voi, spacing)
-    if not isinstance(n_directions, int | np.integer) or n_directions < 9:
-        raise ConfigError(f"n_directions must be an integer >= 9, got {n_directions!r}")
-    dmin = min(sp)
-    h = 2.0 * dmin if line_spacing is None else float(line_spacing)
-    ds = dmin if step is None else float(step)
-    for name, val in (("line_spacing", h), ("step", ds)):
-        if not (math.isfinite(val) and val > 0):
-            raise ConfigError(f"{name} must be a positive length in mm, got {val!r}")
-    if not (math.isfinite(smooth) and smooth >= 0):
-        raise ConfigError(f"smooth must be a non-negative sigma in voxels, got {smooth!r}")
-
+    h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
     if min(bone.shape) < 2:
         raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {bone.shape}")
     # crop to the VOI with enough context for the Gaussian (truncate 4 sigma) and interpolation
-    box = _voi_box(voi, bone.shape, int(4.0 * smooth + 0.5) + 2)
+    box = _voi_box(voi, bone.shape, _margin(smooth))
     bone = bone[box]
     voi = None if voi is None else voi[box]
     # edge padding lets the kernel interpolate up to the last voxel centre without clamping
@@ -225,6 +219,168 @@ def anisotropy(
     n_in, crossings = mil_counts(
         field_p, voi_p, voi is None, np.asarray(sp, dtype=np.float64), dirs, h, ds, 0.5
     )
+    return _fabric(dirs, n_in, crossings, ds)
+
+
+def anisotropy_chunked(
+    src: ZSource,
+    *,
+    spacing: float | Sequence[float],
+    n_directions: int = 128,
+    line_spacing: float | None = None,
+    step: float | None = None,
+    smooth: float = 0.7,
+    chunk_slices: int | None = None,
+) -> Fabric:
+    """:func:`anisotropy` of a segmented slab read in z-blocks, in bounded memory.
+
+    Returns exactly what ``anisotropy(bone, voi, ...)`` returns for the source's arrays: the
+    per-direction counts are the same integers, so ``mil``, the tensor and ``DA`` are
+    bitwise equal. The source's ``marrow_space`` is not used (as by :func:`anisotropy`).
+
+    Parameters
+    ----------
+    src : ZSource
+        The slab: bone and VOI, ``(Z, Y, X)`` voxels.
+    spacing, n_directions, line_spacing, step, smooth
+        As for :func:`anisotropy` (mm, voxels).
+    chunk_slices : int, optional
+        Slices of the VOI box (plus margin) whose samples one block counts; default
+        :func:`~ctmorph.morphometry.zsource.chunk_slices_for` of the source's shape. Each block
+        reads ``2 * (r + int(step/dz) + 2)`` slices more (``r`` the Gaussian's radius).
+
+    Returns
+    -------
+    Fabric
+        As :func:`anisotropy`.
+
+    Raises
+    ------
+    ConfigError
+        On invalid spacing, sampling parameters or chunk size, or a slab thinner than 2 voxels.
+    SegmentationError
+        If the VOI is empty or contains no bone–marrow boundary.
+
+    Notes
+    -----
+    The line grid is that of the whole VOI box (plus the context margin of
+    :func:`anisotropy`). Block ``b`` owns the samples whose interpolation cell starts on its
+    slices (padded z index ``int(q)`` in its range) and the pair of consecutive samples
+    ending at each of them; it holds the Gaussian-smoothed field on its slices plus those of
+    the previous sample, computed from its slices plus the Gaussian's radius on each side.
+    A separable Gaussian filter with that halo gives bitwise the values of the whole filter;
+    beyond the box ends the slices are repeated, which is what the whole version's edge
+    padding and ``"nearest"`` mode do. Memory is a few blocks of float32 instead of two
+    float32 copies of the whole box.
+    """
+    sp = normalize_spacing(spacing, 3)
+    shape = tuple(int(n) for n in src.shape)
+    if min(shape) < 1:
+        raise ConfigError(f"bone is empty, got shape {shape}")
+    vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()
+    h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
+    if min(shape) < 2:
+        raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {shape}")
+    if chunk_slices is None:
+        chunk = chunk_slices_for(shape)
+    elif isinstance(chunk_slices, int | np.integer) and chunk_slices >= 1:
+        chunk = int(chunk_slices)
+    else:
+        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
+
+    # the whole version's crop: VOI box + margin, clipped to the slab
+    m = _margin(smooth)
+    bz0, bz1 = max(vz0 - m, 0), min(vz1 + m, shape[0])
+    by0, by1 = max(vy0 - m, 0), min(vy1 + m, shape[1])
+    bx0, bx1 = max(vx0 - m, 0), min(vx1 + m, shape[2])
+    nz, ny, nx = bz1 - bz0, by1 - by0, bx1 - bx0
+    radius = int(4.0 * smooth + 0.5)  # scipy's Gaussian radius (truncate 4)
+    reach = int(ds / sp[0]) + 2  # padded slices between a sample's cell and its predecessor's
+    dirs = hemisphere_directions(int(n_directions))
+    sp_arr = np.asarray(sp, dtype=np.float64)
+    n_in = np.zeros(len(dirs), dtype=np.int64)
+    crossings = np.zeros(len(dirs), dtype=np.int64)
+    owned = block_ranges(1, nz + 1, chunk)  # padded z of the cells holding samples: 1..nz
+    for b, (o0, o1) in enumerate(owned):
+        w0, w1 = max(o0 - reach, 0), min(o1 + reach, nz + 2)  # padded slices the kernel reads
+        voi_p, bone_p = _padded_window(src, (bz0, by0, by1, bx0, bx1), nz, w0, w1, radius)
+        if not voi_p.any():
+            continue  # neither the owned samples nor their predecessors are in the VOI
+        field = bone_p.astype(np.float32)
+        del bone_p
+        if smooth > 0:
+            field = ndimage.gaussian_filter(field, smooth, mode="nearest")
+        field = np.ascontiguousarray(field[radius: radius + w1 - w0])
+        full = bool(voi_p.all())
+        if full:
+            voi_p = np.zeros((1, 1, 1), dtype=np.uint8)
+        a, c = mil_counts_window(
+            field, voi_p, full, sp_arr, dirs, h, ds, 0.5, nz, ny, nx, w0,
+            -NO_LIMIT if b == 0 else o0, NO_LIMIT if b == len(owned) - 1 else o1,
+        )
+        n_in += a
+        crossings += c
+        del field, voi_p
+    log.debug("MIL counted in %d blocks of %d slices (box %dx%dx%d)", len(owned), chunk,
+              nz, ny, nx)
+    return _fabric(dirs, n_in, crossings, ds)
+
+
+def _padded_window(
+    src: ZSource,
+    box: tuple[int, int, int, int, int],
+    nz: int,
+    w0: int,
+    w1: int,
+    radius: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """VOI of padded slices ``[w0, w1)`` and bone of ``[w0 - radius, w1 + radius)`` of the
+    whole version's edge-padded box ``(z0, y0, y1, x0, x1)`` (``nz`` slices), as uint8.
+
+    Padded slice ``p`` is box slice ``clip(p - 1, 0, nz - 1)``: the edge padding, and beyond
+    it the Gaussian's ``"nearest"`` extension, of the whole version.
+    """
+    z0, y0, y1, x0, x1 = box
+    rows = np.clip(np.arange(w0 - radius, w1 + radius) - 1, 0, nz - 1)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    blk = src.read(z0 + lo, z0 + hi)
+    plane = ((0, 0), (1, 1), (1, 1))
+    bone = np.pad(blk.bone[:, y0:y1, x0:x1][rows - lo].view(np.uint8), plane, mode="edge")
+    voi = blk.voi[:, y0:y1, x0:x1][rows[radius: radius + w1 - w0] - lo]
+    del blk
+    return np.ascontiguousarray(np.pad(voi.view(np.uint8), plane, mode="edge")), bone
+
+
+def _sampling(
+    sp: tuple[float, float, float],
+    n_directions: int,
+    line_spacing: float | None,
+    step: float | None,
+    smooth: float,
+) -> tuple[float, float]:
+    """Check the sampling parameters; return the line pitch and the step in mm."""
+    if not isinstance(n_directions, int | np.integer) or n_directions < 9:
+        raise ConfigError(f"n_directions must be an integer >= 9, got {n_directions!r}")
+    dmin = min(sp)
+    h = 2.0 * dmin if line_spacing is None else float(line_spacing)
+    ds = dmin if step is None else float(step)
+    for name, val in (("line_spacing", h), ("step", ds)):
+        if not (math.isfinite(val) and val > 0):
+            raise ConfigError(f"{name} must be a positive length in mm, got {val!r}")
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ConfigError(f"smooth must be a non-negative sigma in voxels, got {smooth!r}")
+    return h, ds
+
+
+def _margin(smooth: float) -> int:
+    """Context in voxels kept around the VOI box: the Gaussian's radius (scipy's
+    ``int(truncate * sigma + 0.5)`` with truncate 4) plus 2 for the interpolation."""
+    return int(4.0 * smooth + 0.5) + 2
+
+
+def _fabric(dirs: np.ndarray, n_in: np.ndarray, crossings: np.ndarray, ds: float) -> Fabric:
+    """Fit the MIL tensor to the per-direction counts of :func:`~ctmorph._kernels.mil.mil_counts`
+    (``ds`` the sample step in mm) and build the :class:`Fabric`."""
     length = n_in * ds  # mm of line in the VOI
     intercepts = crossings / 4.0  # crossings are counted twice, intercepts are pairs
     ok = length > 0
@@ -233,7 +389,6 @@ def anisotropy(
     inv_mil = np.where(ok, intercepts / np.where(ok, length, 1.0), 0.0)  # 1/mm
     with np.errstate(divide="ignore"):
         mil = np.where(inv_mil > 0, 1.0 / np.where(inv_mil > 0, inv_mil, 1.0), np.inf)
-
     w = dirs[ok]
     design = np.stack(
         [w[:, 0] ** 2, w[:, 1] ** 2, w[:, 2] ** 2,

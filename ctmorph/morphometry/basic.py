@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.mesh import voi_triangle_areas
-from ..errors import ConfigError
+from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "tissue_volume",
     "bone_volume",
     "bone_surface",
+    "bone_surface_chunked",
 ]
 
 # Voxels meshed at a time by bone_surface (bounds the marching-cubes memory).
@@ -135,40 +136,133 @@ def bone_surface(bone, voi=None, *, spacing) -> float:
     Returns
     -------
     float
-        Surface area in mm².
+        Surface area in mm²; 0 when the VOI is empty.
 
     Notes
     -----
     On a binary image the surface is a faceted staircase: exact for axis-aligned faces, an
-    overestimate of a few per cent for oblique and curved ones.
+    overestimate of a few per cent for oblique and curved ones. Computed by
+    :func:`bone_surface_chunked` on the arrays in one block (same result).
     """
-    from skimage.measure import marching_cubes
+    from .zsource import ArraySource
 
     bone = as_mask(bone, "bone")
-    sp = np.asarray(normalize_spacing(spacing), dtype=np.float64)
-    voi = np.ones(bone.shape, bool) if voi is None else as_mask(voi, "voi", bone.shape)
-    if not voi.any():
-        return 0.0
-    # Only cubes with a VOI corner can hold a VOI triangle: crop to the VOI box ± 1 voxel, and
-    # mesh it in z-chunks (each chunk keeps the triangles whose nearest voxel slice it owns;
-    # marching cubes triangulates each cube from its 8 corners only, so chunks add up exactly).
-    z0, z1, y0, y1, x0, x1 = bounding_box(voi)
-    ys = slice(max(y0 - 1, 0), min(y1 + 1, bone.shape[1]))
-    xs = slice(max(x0 - 1, 0), min(x1 + 1, bone.shape[2]))
-    step = max(8, _CHUNK_VOXELS // ((ys.stop - ys.start) * (xs.stop - xs.start)))
-    total = 0.0
-    for zs in range(z0, z1, step):
-        ze = min(zs + step, z1)
-        lo = max(zs - 1, 0)
-        crop = np.pad(bone[lo:min(ze + 1, bone.shape[0]), ys, xs], 1, mode="edge")
-        crop = crop.astype(np.float32)
-        if crop.min() == crop.max():
+    sp = normalize_spacing(spacing)
+    src = ArraySource(bone, None if voi is None else as_mask(voi, "voi", bone.shape))
+    return bone_surface_chunked(src, spacing=sp)
+
+
+def _check_chunk_slices(chunk_slices) -> int | None:
+    """``chunk_slices`` as a positive int (None stays None); ConfigError otherwise."""
+    if chunk_slices is None:
+        return None
+    if isinstance(chunk_slices, bool) or not isinstance(chunk_slices, (int, np.integer)) \
+            or chunk_slices < 1:
+        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
+    return int(chunk_slices)
+
+
+def _surface_layout(box: tuple[int, int, int, int, int, int], shape: tuple[int, ...],
+                    chunk_slices: int | None) -> tuple[slice, slice, int, int]:
+    """In-plane crop (VOI box ± 1 voxel, clipped), mesh step and read step of BS.
+
+    The mesh step is ``max(8, _CHUNK_VOXELS // plane)`` slices, lowered to ``chunk_slices``
+    when that is smaller; the read step is the largest multiple of the mesh step not above
+    ``chunk_slices`` (at least one mesh step; default: about
+    :data:`~ctmorph.morphometry.zsource.DEFAULT_BLOCK_VOXELS` voxels), so the meshes, and
+    hence the float sums, do not depend on the read step."""
+    from .zsource import chunk_slices_for
+
+    _, _, y0, y1, x0, x1 = box
+    ys = slice(max(y0 - 1, 0), min(y1 + 1, shape[1]))
+    xs = slice(max(x0 - 1, 0), min(x1 + 1, shape[2]))
+    mstep = max(8, _CHUNK_VOXELS // ((ys.stop - ys.start) * (xs.stop - xs.start)))
+    if chunk_slices is None:
+        chunk_slices = max(mstep, chunk_slices_for(shape))
+    mstep = min(mstep, chunk_slices)
+    return ys, xs, mstep, max(1, chunk_slices // mstep) * mstep
+
+
+def _block_surface_sums(bone: np.ndarray, lo: int, voi: np.ndarray, zs: int, ze: int,
+                        mstep: int, sp: np.ndarray, nz: int) -> list[float]:
+    """Marching-cubes VOI areas (mm²) of slices ``[zs, ze)``, one sum per mesh chunk of
+    ``mstep`` slices starting at ``zs``.
+
+    ``bone`` holds image slices ``[lo, lo + len)`` ⊇ ``[zs - 1, ze + 1)`` ∩ ``[0, nz)`` and
+    ``voi`` slices ``[zs, ze)``, both cropped in-plane to the same box (VOI box ± 1 voxel,
+    clipped to the image; ``nz`` is the image's slice count). Only cubes with a VOI corner can
+    hold a VOI triangle, and marching cubes triangulates each cube from its 8 corners, so the
+    chunks add up exactly: each keeps the triangles whose nearest voxel slice it owns."""
+    from skimage.measure import marching_cubes
+
+    sums: list[float] = []
+    for cs in range(zs, ze, mstep):
+        ce = min(cs + mstep, ze)
+        a = max(cs - 1, 0)
+        field = np.pad(bone[a - lo:min(ce + 1, nz) - lo], 1, mode="edge").astype(np.float32)
+        if field.min() == field.max():
             continue
         # mesh in voxel units (exact half-voxel vertices), spacing applied in float64 afterwards
-        verts, faces, _, _ = marching_cubes(crop, level=0.5)
-        del crop
+        verts, faces, _, _ = marching_cubes(field, level=0.5)
+        del field
         areas = np.empty(len(faces), dtype=np.float64)
-        origin = np.array([lo - 1 - zs, ys.start - 1, xs.start - 1], dtype=np.int64)
-        voi_triangle_areas(verts, faces, sp, voi[zs:ze], origin, areas)
-        total += float(areas.sum())
+        origin = np.array([a - 1 - cs, -1, -1], dtype=np.int64)
+        voi_triangle_areas(verts, faces, sp, np.ascontiguousarray(voi[cs - zs:ce - zs]),
+                           origin, areas)
+        sums.append(float(areas.sum()))
+    return sums
+
+
+def bone_surface_chunked(src, *, spacing, chunk_slices: int | None = None) -> float:
+    """BS of a :class:`~ctmorph.morphometry.zsource.ZSource`, read in z-blocks (mm²).
+
+    Equals :func:`bone_surface` of the source's bone and VOI: the same triangles, summed per
+    mesh chunk in another order only when ``chunk_slices`` is below the mesh chunk
+    (``max(8, 2**20 // plane)`` slices of the VOI box ± 1; then relative differences ~1e-15).
+
+    Parameters
+    ----------
+    src : ZSource
+        Bone and VOI (the marrow space is not used).
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    chunk_slices : int, optional
+        Slices per block read (default :func:`~ctmorph.morphometry.zsource.chunk_slices_for`,
+        at least one mesh chunk); each read adds one slice on either side.
+
+    Returns
+    -------
+    float
+        Surface area in mm²; 0 when the VOI is empty.
+
+    Raises
+    ------
+    ConfigError
+        Bad spacing or ``chunk_slices``.
+
+    Notes
+    -----
+    Memory: one block of ``chunk_slices + 2`` slices as read from the source, its in-plane crop,
+    and the mesh of at most ``max(8, 2**20 // plane)`` slices (~1 M voxels).
+    """
+    from .zsource import block_ranges
+
+    sp = np.asarray(normalize_spacing(spacing), dtype=np.float64)
+    chunk_slices = _check_chunk_slices(chunk_slices)
+    shape = tuple(int(s) for s in src.shape)
+    try:
+        box = src.voi_box()
+    except SegmentationError:
+        return 0.0  # like bone_surface: an empty VOI has no surface
+    ys, xs, mstep, rstep = _surface_layout(box, shape, chunk_slices)
+    nz = shape[0]
+    total = 0.0
+    for zs, ze in block_ranges(box[0], box[1], rstep):
+        lo, hi = max(zs - 1, 0), min(ze + 1, nz)
+        blk = src.read(lo, hi)
+        bone = blk.bone[:, ys, xs]
+        voi = blk.voi[zs - lo:ze - lo, ys, xs]
+        del blk
+        for s in _block_surface_sums(bone, lo, voi, zs, ze, mstep, sp, nz):
+            total += s
     return total

@@ -44,6 +44,7 @@ import importlib
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -180,6 +181,9 @@ def _check_volume(a: Any, name: str, shape: tuple[int, ...] | None = None) -> An
 def _read(a: Any, z0: int, z1: int) -> np.ndarray:
     """Slices ``z0:z1`` as a new C-contiguous uint8 array (1 = phase)."""
     block = np.asarray(a[z0:z1])
+    if getattr(a, "fresh_blocks", False) and block.dtype == np.bool_ \
+            and block.flags.c_contiguous and block.flags.owndata:
+        return block.view(np.uint8)  # a new array the source will not touch again: no copy
     return np.not_equal(block, 0).view(np.uint8)
 
 
@@ -221,27 +225,31 @@ def _within(d2: float, w2z: float, strict: bool, exact: bool) -> int:
 
 
 def _chunk_dmax(a: Any, z0: int, z1: int, h: int, nz: int, w2: np.ndarray, exact: bool,
-                counts: np.ndarray) -> float | None:
+                counts: np.ndarray) -> tuple[float | None, float]:
     """Largest squared distance over slices ``z0:z1`` computed with a halo of ``h`` slices,
-    or None when the halo is too small to prove it exact. Fills ``counts[z0:z1]``."""
+    or None when the halo is too small to prove it exact, and the block's own largest value
+    over those slices (an upper bound of the true one; inf without background). Fills
+    ``counts[z0:z1]``."""
     b0, b1 = max(0, z0 - h), min(nz, z1 + h)
     phase = _read(a, b0, b1)
     s0, s1 = z0 - b0, z1 - b0
     counts[z0:z1] = np.count_nonzero(phase[s0:s1], axis=(1, 2))
     if not counts[z0:z1].any():
-        return 0.0
+        return 0.0, 0.0
     if phase.all():
-        return None  # no background in the block: the distances are unknown
+        return None, math.inf  # no background in the block: the distances are unknown
     d = np.empty(phase.shape, dtype=np.float32)
     squared_edt(phase, w2, d)
+    del phase
     smax = d[s0:s1].reshape(s1 - s0, -1).max(axis=1).astype(np.float64)
+    del d
     # voxels outside the block are at least g slices away from slice z (inf: image border)
     z = np.arange(z0, z1)
     g = np.minimum(np.where(b0 > 0, z - b0 + 1, np.inf), np.where(b1 < nz, b1 - z, np.inf))
     limit = g * g * w2[0] * (1.0 if exact else 1.0 - _FLOAT_MARGIN)
     if not np.all(smax <= limit):
-        return None
-    return float(smax.max())
+        return None, float(smax.max())
+    return float(smax.max()), float(smax.max())
 
 
 def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
@@ -259,9 +267,9 @@ def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
     h = _FIRST_HALO if halo is None else halo
     retry = []
     for z0, z1 in zip(bounds[:-1], bounds[1:], strict=True):
-        got = _chunk_dmax(a, z0, z1, h, nz, w2, exact, counts)
+        got, upper = _chunk_dmax(a, z0, z1, h, nz, w2, exact, counts)
         if got is None:
-            retry.append((z0, z1))
+            retry.append((z0, z1, upper))
         else:
             dmax = max(dmax, got)
     # every slice has been counted once: refuse an all-phase volume before growing any halo
@@ -269,18 +277,23 @@ def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
         raise SegmentationError(
             "local thickness undefined: the phase fills the whole volume (no background voxel)"
         )
-    for z0, z1 in retry:
+    for z0, z1, upper in retry:
         if halo is not None:
             raise ConfigError(
                 f"halo={halo} slices is too small for this mask: a distance to the background "
                 f"in slices {z0}-{z1 - 1} reaches beyond it; give a larger halo or halo=None"
             )
-        got = None
+        got, hc = None, h
         while got is None:
-            # terminates: with h >= nz the block is the whole image, which has background
-            h = min(nz, 2 * h)
-            logger.debug("chunked thickness: slices %d-%d, halo grown to %d", z0, z1 - 1, h)
-            got = _chunk_dmax(a, z0, z1, h, nz, w2, exact, counts)
+            # A longer block only lowers the distances (more background), so a halo longer
+            # than the largest one found proves them exact at once; but that one may be far
+            # too long (a cavity along z looks deep in a short block), so at most double.
+            # Terminates: with h >= nz the block is the whole image.
+            fit = _within(upper, w2[0], strict=False, exact=exact) + 1 \
+                if math.isfinite(upper) else 2 * hc
+            hc = min(nz, max(hc + 1, min(2 * hc, fit)))
+            logger.debug("chunked thickness: slices %d-%d, halo grown to %d", z0, z1 - 1, hc)
+            got, upper = _chunk_dmax(a, z0, z1, hc, nz, w2, exact, counts)
         dmax = max(dmax, got)
     n_phase = int(counts.sum())
     K = _within(dmax, w2[0], strict=True, exact=exact)
@@ -357,15 +370,87 @@ def _block_range(plan: _Plan, z0: int, z1: int) -> tuple[int, int]:
     return max(0, z0 - h), min(plan.shape[0], z1 + h)
 
 
-def _iter_chunks(a: Any, plan: _Plan):
-    """Yield ``(z0, z1, map, phase)`` chunk by chunk, one block in memory at a time; ``phase``
-    is the chunk's mask (bool, C-contiguous)."""
+def _write_distances(a: Any, plan: _Plan, f: Any, fz0: int, fz1: int) -> None:
+    """Append the exact squared distances of slices ``[fz0, fz1)`` (float32, C order) to the
+    binary file ``f``, computed block by block with a halo of ``M`` slices (the background of
+    any phase voxel lies within ``M`` slices, so each block holds it)."""
+    nz, ny, nx = plan.shape
+    m = plan.halo.background_slices
+    step = max(1, plan.halo.bounds[1] - plan.halo.bounds[0]) if len(plan.halo.bounds) > 1 \
+        else max(1, fz1 - fz0)
+    for z0 in range(fz0, fz1, step):
+        z1 = min(fz1, z0 + step)
+        b0, b1 = max(0, z0 - m), min(nz, z1 + m)
+        phase = _read(a, b0, b1)
+        if not np.array_equal(np.count_nonzero(phase[z0 - b0:z1 - b0], axis=(1, 2)),
+                              plan.counts[z0:z1]):
+            raise ConfigError(
+                f"mask changed between the two passes of chunked local thickness (slices "
+                f"{z0}-{z1 - 1}); its data must stay the same while it is analysed"
+            )
+        d = np.zeros(phase.shape, dtype=np.float32)
+        if phase[z0 - b0:z1 - b0].any():
+            squared_edt(phase, plan.w2, d)
+        del phase
+        part = np.ascontiguousarray(d[z0 - b0:z1 - b0])
+        del d
+        if part.size and float(part.max()) > plan.dmax:
+            raise ConfigError(
+                f"mask changed between the two passes of chunked local thickness (slices "
+                f"{z0}-{z1 - 1}); its data must stay the same while it is analysed"
+            )
+        f.write(part.data)
+
+
+def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
+                        plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Local thickness of slices ``[z0, z1)`` and their phase mask, from the distances of
+    slices ``[z0 - K, z1 + K)`` read back from ``f`` (which starts at slice ``fz0``).
+
+    Equal to :func:`_chunk_map`: there the distances outside ``[z0 - K, z1 + K)`` are zeroed,
+    and a zero neighbour, like a missing one, never contains a ball, so the ridges (and the
+    balls painted) are the same."""
+    nz, ny, nx = plan.shape
+    k = plan.halo.centre_slices
+    e0, e1 = max(0, z0 - k), min(nz, z1 + k)
+    plane = ny * nx
+    f.seek((e0 - fz0) * plane * 4)
+    d = np.fromfile(f, dtype=np.float32, count=(e1 - e0) * plane).reshape(e1 - e0, ny, nx)
+    phase = d[z0 - e0:z1 - e0] > 0
+    out = np.zeros((z1 - z0, ny, nx), dtype=np.float32)
+    if not phase.any():
+        return out, phase
+    flag = np.empty(d.shape, dtype=np.uint8)
+    offsets, ry, rx, rd = _ridges(d, flag, plan.w2, plan.table, plan.shrink)
+    del d, flag
+    box = np.asarray((z0 - e0, z1 - e0, 0, ny, 0, nx), dtype=np.int64)
+    paint_balls(offsets, ry, rx, rd, plan.w2, plan.shrink, box, out, numba.get_num_threads())
+    finish_thickness(out, plan.unit, plan.offset)
+    return out, phase
+
+
+def _iter_chunks(a: Any, plan: _Plan, zrange: tuple[int, int] | None = None):
+    """Yield ``(z0, z1, map, phase)`` for the chunks meeting slices ``zrange`` (default all);
+    ``phase`` is the chunk's mask (bool, C-contiguous).
+
+    Two passes, so a block never holds both halos: the exact squared distances of the slices
+    the chunks need (their ``K``-slice neighbourhoods) go to an unnamed temporary file block by
+    block (halo ``M``), then each chunk reads its ``K``-slice neighbourhood back, keeps the
+    ridge balls and paints them. Memory: ~5 bytes per voxel of ``chunk + 2·max(K, M)`` slices
+    plus the chunk's map, instead of ``chunk + 2·(K + M)`` slices."""
     b = plan.halo.bounds
-    for z0, z1 in zip(b[:-1], b[1:], strict=True):
-        b0, b1 = _block_range(plan, z0, z1)
-        block = _read(a, b0, b1)
-        phase = block[z0 - b0:z1 - b0].view(bool).copy()  # the block is overwritten
-        yield z0, z1, _chunk_map(block, b0, z0, z1, plan), phase
+    nz = plan.shape[0]
+    chunks = [(z0, z1) for z0, z1 in zip(b[:-1], b[1:], strict=True)
+              if zrange is None or (z1 > zrange[0] and z0 < zrange[1])]
+    if not chunks:
+        return
+    k = plan.halo.centre_slices
+    fz0, fz1 = max(0, chunks[0][0] - k), min(nz, chunks[-1][1] + k)
+    with tempfile.TemporaryFile(prefix="ctmorph-edt-") as f:
+        _write_distances(a, plan, f, fz0, fz1)
+        for z0, z1 in chunks:
+            out, phase = _map_from_distances(f, fz0, z0, z1, plan)
+            yield z0, z1, out, phase
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,10 @@ import numpy as np
 from .._kernels.euler import config_histograms, euler_lut8
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import as_mask, bounding_box
+from .basic import _check_chunk_slices, as_mask, bounding_box
+from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for
 
-__all__ = ["connectivity"]
+__all__ = ["connectivity", "connectivity_chunked"]
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +162,90 @@ def connectivity(
     1.0
     """
     bone, voi, sp = _prepare_masks(bone, voi, spacing)
-    box = _voi_box(voi, bone.shape, 1)  # one voxel of context is all a vertex can see
-    bone = bone[box]
-    voi_arr = np.ones(bone.shape, dtype=bool) if voi is None else voi[box]
-    bone_p = np.pad(bone.view(np.uint8), 1)
-    voi_p = np.pad(voi_arr.view(np.uint8), 1)
-    masked, weighted = config_histograms(bone_p, voi_p, _n_chunks(bone_p.shape[0] - 1))
+    return connectivity_chunked(ArraySource(bone, voi), spacing=sp, context=context)
+
+
+def connectivity_chunked(
+    src: ZSource,
+    *,
+    spacing: float | Sequence[float],
+    context: bool = True,
+    chunk_slices: int | None = None,
+) -> dict[str, float]:
+    """:func:`connectivity` of a :class:`~ctmorph.morphometry.zsource.ZSource`, read in z-blocks.
+
+    Returns exactly what :func:`connectivity` returns for the source's bone and VOI (the
+    configuration counts are integers, summed exactly).
+
+    Parameters
+    ----------
+    src : ZSource
+        Bone and VOI (the marrow space is not used).
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    context : bool
+        See :func:`connectivity`.
+    chunk_slices : int, optional
+        Vertex planes per block (default
+        :func:`~ctmorph.morphometry.zsource.chunk_slices_for`); each block reads its slices
+        plus one on either side.
+
+    Returns
+    -------
+    dict of str to float
+        ``"Euler"``, ``"Euler.corrected"``, ``"Conn"`` (dimensionless) and ``"Conn.D"``
+        (1/mm³), as :func:`connectivity`.
+
+    Raises
+    ------
+    ConfigError
+        Bad spacing or ``chunk_slices``, or a source with no voxel.
+    SegmentationError
+        If the VOI is empty.
+
+    Notes
+    -----
+    The work happens on the VOI box ± 1 voxel, zero-padded by one voxel ("the padded box",
+    ``Zp`` slices); its vertex planes ``0 … Zp − 2`` are cut into blocks ``[p, q)``. A block
+    passes padded slices ``[p − 1, q + 2)`` (clipped to the padded box) to the kernel, whose
+    box-border rule then drops exactly the planes outside ``[p, q)`` and the padded box's own
+    border planes from the context-weighted histogram. The kernel's unweighted histogram
+    counts every plane of the block, so those of the at most three extra planes (each
+    counted again alone) are subtracted. Memory: one block of ``chunk_slices + 3`` slices as
+    read from the source plus two uint8 copies of its in-plane crop.
+    """
+    sp = normalize_spacing(spacing, 3)
+    chunk_slices = _check_chunk_slices(chunk_slices)
+    shape = tuple(int(n) for n in src.shape)
+    if min(shape) < 1:
+        raise ConfigError(f"bone is empty, got shape {shape}")
+    step = chunk_slices_for(shape) if chunk_slices is None else chunk_slices
+    vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()  # SegmentationError when empty
+    # the VOI box grown by the one voxel of context a vertex can see, clipped to the image
+    zlo, zhi = max(vz0 - 1, 0), min(vz1 + 1, shape[0])
+    ys = slice(max(vy0 - 1, 0), min(vy1 + 1, shape[1]))
+    xs = slice(max(vx0 - 1, 0), min(vx1 + 1, shape[2]))
+    zp = zhi - zlo + 2  # slices of the zero-padded box; padded slice k = image slice zlo+k-1
+    masked = np.zeros(256, dtype=np.int64)
+    weighted = np.zeros((9, 256), dtype=np.int64)
+    n_voi = 0
+    for p, q in block_ranges(0, zp - 1, step):  # vertex planes [p, q)
+        s, e = max(p - 1, 0), min(q + 2, zp)  # padded slices given to the kernel
+        r0, r1 = max(s, 1), min(e, zp - 1)  # of them, the image slices (padded index)
+        blk = src.read(zlo + r0 - 1, zlo + r1 - 1)
+        bone_p = np.zeros((e - s, ys.stop - ys.start + 2, xs.stop - xs.start + 2), np.uint8)
+        voi_p = np.zeros_like(bone_p)
+        bone_p[r0 - s:r1 - s, 1:-1, 1:-1] = blk.bone[:, ys, xs]
+        voi_p[r0 - s:r1 - s, 1:-1, 1:-1] = blk.voi[:, ys, xs]
+        del blk
+        # VOI voxels of the padded slices [p + 1, q + 1) (each image slice once)
+        n_voi += int(np.count_nonzero(voi_p[max(p + 1 - s, 0):q + 1 - s]))
+        m, w = config_histograms(bone_p, voi_p, _n_chunks(e - s - 1))
+        weighted += w
+        masked += m
+        for k in (*range(s, p), *range(q, e - 1)):  # planes counted beyond [p, q)
+            extra, _ = config_histograms(bone_p[k - s:k - s + 2], voi_p[k - s:k - s + 2], 1)
+            masked -= extra
 
     chi8 = int(masked @ _LUT8)  # 8 * chi
     if context:
@@ -175,7 +254,6 @@ def connectivity(
         delta_chi = delta64 / 64.0
     else:
         delta_chi = int(weighted[8] @ _LUT8) / 8.0
-    n_voi = int(np.count_nonzero(voi_arr))
     tv = n_voi * sp[0] * sp[1] * sp[2]
     conn = 1.0 - delta_chi
     log.debug("chi=%s delta_chi=%s over %d VOI voxels", chi8 / 8, delta_chi, n_voi)

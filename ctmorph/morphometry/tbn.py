@@ -5,16 +5,26 @@ Units: lengths in the unit of ``spacing`` (mm), Tb.N in 1/mm.
 
 from __future__ import annotations
 
+import logging
+import math
+
 import numpy as np
 
 from .._kernels.skeleton import OBJ, thin
 from .._kernels.thickness import masked_stats
-from ..errors import SegmentationError
+from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 from .basic import as_mask, bounding_box, crop
+from .chunked import _iter_chunks, _plan, thickness_halo
 from .thickness import _thickness_map, distance_transform
+from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
 
-__all__ = ["medial_skeleton", "midaxis_spacing", "trabecular_number"]
+__all__ = ["medial_skeleton", "midaxis_spacing", "midaxis_spacing_chunked", "trabecular_number"]
+
+logger = logging.getLogger(__name__)
+
+# Entries the thinning work buffers start with; they double inside the kernel when full.
+_THIN_START = 1 << 16
 
 
 def medial_skeleton(mask) -> np.ndarray:
@@ -66,10 +76,16 @@ def _mirrored_skeleton(mask: np.ndarray) -> tuple[np.ndarray, int]:
     margin = _mirror_margin(mask)
     img = np.pad(np.pad(mask, margin, mode="symmetric").astype(np.uint8) * np.uint8(OBJ), 1,
                  constant_values=0)
-    n = int(np.count_nonzero(img))
-    index = np.int32 if img.size < 2**31 else np.int64
-    thin(img, np.empty(n, index), np.empty(n, index), np.empty(n, index))
+    _thin_image(img)
     return (img[1:-1, 1:-1, 1:-1] & OBJ) != 0, margin
+
+
+def _thin_image(img: np.ndarray) -> int:
+    """Thin the padded uint8 image in place; the work buffers start small and grow in the
+    kernel with the border list (the surface), not with the object volume."""
+    index = np.int32 if img.size < 2**31 else np.int64
+    return int(thin(img, np.empty(_THIN_START, index), np.empty(_THIN_START, index),
+                    np.empty(_THIN_START, index)))
 
 
 def midaxis_spacing(bone, voi=None, *, spacing, marrow_space=None) -> float:
@@ -142,3 +158,174 @@ def trabecular_number(bone, voi=None, *, spacing, marrow_space=None) -> float:
     Parameters are those of :func:`midaxis_spacing`.
     """
     return 1.0 / midaxis_spacing(bone, voi, spacing=spacing, marrow_space=marrow_space)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded memory
+
+
+def _symmetric_index(i: np.ndarray, n: int) -> np.ndarray:
+    """Source index of position ``i`` (may be negative or ``>= n``) of an axis of length
+    ``n`` continued by its mirror image, as ``np.pad(..., mode="symmetric")`` does (repeated
+    reflection when the pad is wider than the axis)."""
+    r = np.mod(i, 2 * n)
+    return np.where(r < n, r, 2 * n - 1 - r)
+
+
+class _SourceBone:
+    """The bone of a :class:`ZSource` as a read-only array-like sliced along z."""
+
+    dtype = np.dtype(bool)
+    fresh_blocks = True  # ZSource.read returns new arrays (chunked._read need not copy)
+
+    def __init__(self, src: ZSource) -> None:
+        self.src = src
+        self.shape = tuple(int(s) for s in src.shape)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        z0, z1, _ = key.indices(self.shape[0])
+        return read_phase(self.src, z0, max(z0, z1), "bone")
+
+
+class _MirroredPhase:
+    """``pad(marrow_space | bone, m, "symmetric") & ~skeleton`` of a :class:`ZSource`, built
+    slice range by slice range on demand (``skeleton`` bit-packed along x), reading at most
+    ``step`` slices of the source at a time."""
+
+    dtype = np.dtype(bool)
+    fresh_blocks = True  # every slice range is a new array (chunked._read need not copy)
+
+    def __init__(self, src: ZSource, m: int, bits: np.ndarray, zmap: np.ndarray,
+                 step: int) -> None:
+        nz, ny, nx = (int(s) for s in src.shape)
+        self.src, self.m, self.bits, self.zmap, self.step = src, m, bits, zmap, step
+        self.shape = (nz + 2 * m, ny + 2 * m, nx + 2 * m)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        z0, z1, _ = key.indices(self.shape[0])
+        out = np.empty((max(0, z1 - z0), *self.shape[1:]), dtype=bool)
+        m = self.m
+        for a, b in block_ranges(z0, z1, self.step):
+            idx = self.zmap[a:b]
+            lo, hi = int(idx.min()), int(idx.max()) + 1
+            region = read_phase(self.src, lo, hi, "space")
+            part = out[a - z0:b - z0]
+            part[...] = np.pad(region[idx - lo], ((0, 0), (m, m), (m, m)), mode="symmetric")
+            del region
+            part &= ~np.unpackbits(self.bits[a:b], axis=2, count=self.shape[2]).view(bool)
+        return out
+
+
+def _mirror_margin_chunked(src: ZSource, chunk_slices: int) -> tuple[int, int]:
+    """``(_mirror_margin(bone), number of bone voxels)`` read block by block."""
+    bone = _SourceBone(src)
+    try:
+        info = thickness_halo(bone, spacing=1.0, chunk_slices=chunk_slices)
+    except SegmentationError:  # bone everywhere: no background, infinite distances
+        return max(bone.shape), math.prod(bone.shape)
+    if info.n_phase == 0:
+        return 1, 0
+    # With spacing 1 the squared distances are integers (exact in float64) and radius is their
+    # square root; the whole-array margin takes the float32 square root of the float32 squared
+    # distance: do the same so the ceiling agrees even where float32 rounds to an integer.
+    d2 = round(info.radius * info.radius)
+    dmax = float(np.sqrt(np.float32(d2)))
+    return min(int(np.ceil(dmax)) + 1, max(bone.shape)), info.n_phase
+
+
+def _mirrored_skeleton_bits(src: ZSource, m: int, zmap: np.ndarray,
+                            chunk_slices: int) -> np.ndarray:
+    """Skeleton of the source's bone continued by its mirror image (``m`` voxels each side),
+    packed along x (``np.packbits(..., axis=2)``)."""
+    nz, ny, nx = (int(s) for s in src.shape)
+    zp, yp, xp = nz + 2 * m, ny + 2 * m, nx + 2 * m
+    img = np.zeros((zp + 2, yp + 2, xp + 2), dtype=np.uint8)
+    for z0, z1 in block_ranges(0, nz, chunk_slices):
+        bone = np.pad(read_phase(src, z0, z1, "bone"), ((0, 0), (m, m), (m, m)),
+                      mode="symmetric")
+        dst = np.flatnonzero((zmap >= z0) & (zmap < z1))
+        img[1 + dst, 1:-1, 1:-1] = bone[zmap[dst] - z0].view(np.uint8) * np.uint8(OBJ)
+        del bone
+    passes = _thin_image(img)
+    logger.debug("mid-axis thinning of a %dx%dx%d image: %d passes", zp, yp, xp, passes)
+    bits = np.empty((zp, yp, (xp + 7) // 8), dtype=np.uint8)
+    for z0, z1 in block_ranges(0, zp, chunk_slices):
+        bits[z0:z1] = np.packbits((img[1 + z0:1 + z1, 1:-1, 1:-1] & OBJ) != 0, axis=2)
+    return bits
+
+
+def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None = None) -> float:
+    """:func:`midaxis_spacing` of a :class:`~ctmorph.morphometry.zsource.ZSource`, in bounded
+    memory.
+
+    Parameters
+    ----------
+    src : ZSource
+        The segmented slab (bone, VOI, marrow space; marrow space all True = none).
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    chunk_slices : int, optional
+        Slices per block read (default :func:`~ctmorph.morphometry.zsource.chunk_slices_for`).
+
+    Returns
+    -------
+    float
+        Mean mid-axis spacing in mm, bitwise equal to
+        ``midaxis_spacing(bone, voi, spacing=spacing, marrow_space=marrow_space)`` of the
+        source's arrays.
+
+    Raises
+    ------
+    ConfigError
+        Bad ``spacing`` or ``chunk_slices``.
+    SegmentationError
+        Empty VOI, no bone, or no non-skeleton voxel in the VOI.
+
+    Notes
+    -----
+    The thinning is global, so the mirrored bone image of the whole slab is built in memory
+    (1 byte per voxel, read block by block; the mirror margin is measured by a chunked
+    distance transform) with work buffers that grow with its surface. Only the bit-packed
+    skeleton is kept (1 bit per voxel). The local thickness of the space between the mid-axes
+    is then computed with exact z-halos (:mod:`~ctmorph.morphometry.chunked`) on an image built
+    block by block, only for the blocks that hold VOI slices, and summed over the VOI in the
+    same order as the whole-array version, so the mean is the same to the last bit.
+    Peak memory: the mirrored slab (1 B/voxel) + the thinning's border lists (12-24 B per
+    surface voxel) during thinning, then about ``chunk_slices + 2·halo`` slices of ~10 B/voxel.
+    """
+    sp = normalize_spacing(spacing)
+    if chunk_slices is None:
+        chunk_slices = chunk_slices_for(src.shape)
+    elif isinstance(chunk_slices, bool) or not isinstance(chunk_slices, int | np.integer) \
+            or chunk_slices < 1:
+        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
+    c = int(chunk_slices)
+    try:
+        vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()
+    except SegmentationError:
+        raise SegmentationError("VOI is empty (no voxel selected)") from None
+    m, n_bone = _mirror_margin_chunked(src, c)
+    if n_bone == 0:
+        raise SegmentationError("no bone voxels: mid-axis spacing (Tb.N) undefined")
+    nz = int(src.shape[0])
+    zmap = _symmetric_index(np.arange(-m, nz + m), nz)
+    bits = _mirrored_skeleton_bits(src, m, zmap, c)
+    phase = _MirroredPhase(src, m, bits, zmap, c)
+    plan = _plan(phase, sp, "corrected", c, None)  # never all phase: the skeleton is not empty
+    pz0, pz1 = vz0 + m, vz1 + m  # the VOI box in the mirrored image
+    ys, xs = slice(vy0 + m, vy1 + m), slice(vx0 + m, vx1 + m)
+    total, n = 0.0, 0
+    for z0, z1, tau, ph in _iter_chunks(phase, plan, zrange=(pz0, pz1)):
+        s0, s1 = max(z0, pz0), min(z1, pz1)
+        sel = ph[s0 - z0:s1 - z0, ys, xs]
+        sel &= read_phase(src, s0 - m, s1 - m, "voi")[:, vy0:vy1, vx0:vx1]
+        vals = tau[s0 - z0:s1 - z0, ys, xs][sel]
+        del tau, ph
+        if vals.size:
+            # strictly sequential float64 sum in C order over the VOI box, as masked_stats
+            # does on the whole map: the same rounding at every step
+            total = float(np.cumsum(np.concatenate(([total], vals.astype(np.float64))))[-1])
+            n += int(vals.size)
+    if n == 0:
+        raise SegmentationError("VOI holds only skeleton voxels: mid-axis spacing undefined")
+    return total / n + float(np.mean(sp))

@@ -3,6 +3,8 @@ number. Keys and units follow DESIGN §3 (``OUT/morphometry.csv`` columns)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,12 +12,14 @@ import numpy as np
 from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
+from . import chunked as _chunked
 from .basic import as_mask, bone_surface, bounding_box, crop, voxel_volume
 from .tbn import midaxis_spacing
 from .thickness import _check_convention, _thickness_map
+from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
 
 __all__ = ["TRABECULAR_COLUMNS", "TrabecularAnalysis", "trabecular_analysis",
-           "trabecular_morphometry"]
+           "trabecular_chunked", "trabecular_morphometry"]
 
 #: Keys returned by :func:`trabecular_morphometry`: ``key -> (unit, description)``.
 TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
@@ -175,3 +179,145 @@ def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
         "Tb.N.model": (bv / tv) / th,
     }
     return TrabecularAnalysis(metrics=metrics, box=box, thickness=th_map, separation=sp_map)
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded memory: the same numbers from a source read in z-blocks
+
+#: ``on_chunk(kind, z0, z1, values, selected)``: a chunk of a local-thickness map (``kind`` is
+#: "Tb.Th" or "Tb.Sp"; float32 mm over slices ``[z0, z1)`` of the source, 0 off the phase) and
+#: the voxels averaged on it (phase in the VOI).
+ChunkCallback = Callable[[str, int, int, np.ndarray, np.ndarray], None]
+
+
+class _LazyPhase:
+    """Array-like (``shape``, ``dtype``, z-slicing) of one phase of a :class:`ZSource`, built
+    block by block: ``"bone"``, ``"marrow"`` (marrow space and not bone) or ``"voi"``."""
+
+    dtype = np.dtype(bool)
+    fresh_blocks = True  # every slice range is a new array (chunked._read need not copy)
+
+    def __init__(self, src: ZSource, kind: str) -> None:
+        self.src, self.kind = src, kind
+        self.shape = tuple(int(s) for s in src.shape)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        z0, z1, _ = key.indices(self.shape[0])
+        return read_phase(self.src, z0, max(z0, z1), self.kind)
+
+
+class _Moments:
+    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2, self.max = 0, 0.0, 0.0, -math.inf
+
+    def add(self, values: np.ndarray, sel: np.ndarray) -> None:
+        nb, mb, sdb, maxb = masked_stats(values, np.ascontiguousarray(sel))
+        if nb == 0:
+            return
+        tot = self.n + nb
+        delta = mb - self.mean
+        self.mean += delta * nb / tot
+        self.m2 += sdb * sdb * nb + delta * delta * self.n * nb / tot
+        self.n = tot
+        self.max = max(self.max, float(maxb))
+
+    def result(self) -> tuple[float, float, float]:
+        return float(self.mean), math.sqrt(self.m2 / self.n), float(self.max)
+
+
+def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
+                      convention: str, chunk_slices: int, zr: tuple[int, int],
+                      on_chunk: ChunkCallback | None, label: str) -> tuple[float, float, float]:
+    """Volume-weighted mean, SD and max of the local thickness of one phase over the VOI,
+    computed chunk by chunk with exact halos (:mod:`.chunked`); only chunks meeting the VOI
+    slices ``zr`` are mapped."""
+    phase = _LazyPhase(src, kind)
+    plan = _chunked._plan(phase, sp, convention, chunk_slices, None)
+    moments = _Moments()
+    for z0, z1, values, sel in _chunked._iter_chunks(phase, plan, zrange=zr):
+        sel &= read_phase(src, z0, z1, "voi")
+        moments.add(values, sel)
+        if on_chunk is not None:
+            on_chunk(label, z0, z1, values, sel)
+    return moments.result()
+
+
+def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
+                       chunk_slices: int | None = None,
+                       on_chunk: ChunkCallback | None = None) -> dict[str, float]:
+    """:func:`trabecular_morphometry` of a source read in z-blocks, in bounded memory.
+
+    Returns the same keys and units as :func:`trabecular_morphometry` does for the source's
+    ``(bone, voi, marrow_space)``: counts (TV, BV) identical, the rest equal to floating-point
+    summation order (local-thickness maps are identical voxel for voxel; their means are
+    merged chunk by chunk).
+
+    Parameters
+    ----------
+    src : ZSource
+        Bone, VOI and marrow space, read a block of slices at a time.
+    spacing : float or (3,) sequence of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    convention : {"corrected", "uncorrected"}
+        Local-thickness convention for Tb.Th and Tb.Sp.
+    chunk_slices : int, optional
+        Slices per block (default about 8 M voxels). Local thickness adds its exact halo
+        (measured at run time) on both sides.
+    on_chunk : callable, optional
+        Called with every chunk of the Tb.Th and Tb.Sp maps (see :data:`ChunkCallback`), for
+        histograms or to save the maps.
+
+    Raises
+    ------
+    SegmentationError
+        The VOI is empty, holds no bone, or holds no marrow (all bone).
+
+    Notes
+    -----
+    Memory: one block of ``chunk_slices + 2·halo`` slices (~5 bytes per voxel) for local
+    thickness; the skeleton of Tb.N holds the VOI box (mirrored) as uint8 while it is thinned
+    (see :func:`~ctmorph.morphometry.tbn.midaxis_spacing_chunked`).
+    """
+    from .basic import bone_surface_chunked
+    from .tbn import midaxis_spacing_chunked
+
+    _check_convention(convention)
+    sp = normalize_spacing(spacing)
+    nz = int(src.shape[0])
+    step = chunk_slices_for(src.shape) if chunk_slices is None else int(chunk_slices)
+    box = src.voi_box()  # SegmentationError when empty
+    n_voi = n_bone = n_marrow = 0
+    for z0, z1 in block_ranges(box[0], box[1], step):
+        blk = src.read(z0, z1)
+        n_voi += int(np.count_nonzero(blk.voi))
+        n_bone += int(np.count_nonzero(blk.voi & blk.bone))
+        n_marrow += int(np.count_nonzero(blk.voi & blk.marrow_space & ~blk.bone))
+    if n_voi == 0:
+        raise SegmentationError("VOI is empty (no voxel selected)")
+    if n_bone == 0:
+        raise SegmentationError("VOI contains no bone voxels")
+    if n_marrow == 0:
+        if n_bone == n_voi:
+            raise SegmentationError("VOI is entirely bone: no marrow, Tb.Sp undefined")
+        raise SegmentationError(
+            "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
+            "Tb.Sp undefined"
+        )
+    vv = voxel_volume(sp)
+    tv, bv = n_voi * vv, n_bone * vv
+    bs = bone_surface_chunked(src, spacing=sp, chunk_slices=step)
+    zr = (box[0], min(nz, box[1]))
+    th, th_sd, th_max = _thickness_chunks(src, "bone", sp, convention, step, zr, on_chunk,
+                                          "Tb.Th")
+    spc, sp_sd, sp_max = _thickness_chunks(src, "marrow", sp, convention, step, zr, on_chunk,
+                                           "Tb.Sp")
+    tbn = 1.0 / midaxis_spacing_chunked(src, spacing=sp, chunk_slices=step)
+    return {
+        "TV": tv, "BV": bv, "BV/TV": 100.0 * bv / tv,
+        "BS": bs, "BS/BV": bs / bv, "BS/TV": bs / tv,
+        "Tb.Th": th, "Tb.Th.SD": th_sd, "Tb.Th.Max": th_max,
+        "Tb.Sp": spc, "Tb.Sp.SD": sp_sd, "Tb.Sp.Max": sp_max,
+        "Tb.N": tbn, "Tb.N.model": (bv / tv) / th,
+    }
