@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ from .morphometry import (
     smi,
     trabecular_analysis,
 )
+from .morphometry.anisotropy import anisotropy_chunked
+from .morphometry.connectivity import connectivity_chunked
+from .morphometry.pattern import pattern_factor_chunked
+from .morphometry.smi import smi_chunked
+from .morphometry.trabecular import trabecular_chunked
+from .morphometry.zsource import Block, ZSource, block_ranges
 from .qc import AxialQc, QcData, qc_flags
 from .segment import femur as _femur
 from .segment.axis import AlignedSource, BoneAxis, fit_bone_axis
@@ -106,17 +113,51 @@ def structure_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
-def thickness_histogram(values: np.ndarray, bin_mm: float) -> dict[str, list]:
-    """Histogram of local-thickness values with bins one voxel wide.
+class ThicknessHistogram:
+    """Histogram of local-thickness values with bins one voxel wide, added chunk by chunk.
 
-    Returns ``{"bin_edges_mm": [...], "counts": [...]}`` (counts of voxels, so the histogram
-    is volume-weighted like Tb.Th and Tb.Sp).
+    Bin ``k`` holds the values ``v`` with ``floor(v / bin_mm) = k`` (the last bin also takes
+    the top edge); counts are voxels, so the histogram is volume-weighted like Tb.Th and Tb.Sp.
     """
-    vmax = float(values.max()) if values.size else 0.0
-    n = max(1, int(np.ceil(vmax / bin_mm + 1e-9)))
-    counts, edges = np.histogram(values, bins=n, range=(0.0, n * bin_mm))
-    return {"bin_edges_mm": [round(float(e), 9) for e in edges],
-            "counts": [int(c) for c in counts]}
+
+    def __init__(self, bin_mm: float) -> None:
+        self.bin_mm = float(bin_mm)
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.vmax = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        """Count ``values`` (mm)."""
+        if values.size == 0:
+            return
+        self.vmax = max(self.vmax, float(values.max()))
+        idx = np.floor(values.astype(np.float64) / self.bin_mm).astype(np.int64)
+        c = np.bincount(np.maximum(idx, 0))
+        if c.size > self.counts.size:
+            c[: self.counts.size] += self.counts
+            self.counts = c
+        else:
+            self.counts[: c.size] += c
+
+    def result(self) -> dict[str, list]:
+        """``{"bin_edges_mm": [...], "counts": [...]}``."""
+        n = max(1, int(np.ceil(self.vmax / self.bin_mm + 1e-9)))
+        counts = np.zeros(n, dtype=np.int64)
+        k = min(n, self.counts.size)
+        counts[:k] = self.counts[:k]
+        counts[n - 1] += int(self.counts[n:].sum())
+        return {"bin_edges_mm": [round(float(e), 9) for e in np.arange(n + 1) * self.bin_mm],
+                "counts": [int(c) for c in counts]}
+
+
+def thickness_histogram(values: np.ndarray, bin_mm: float) -> dict[str, list]:
+    """Histogram of local-thickness values (mm) with bins one voxel wide
+    (see :class:`ThicknessHistogram`).
+
+    Returns ``{"bin_edges_mm": [...], "counts": [...]}``.
+    """
+    h = ThicknessHistogram(bin_mm)
+    h.add(values)
+    return h.result()
 
 
 def scan_histogram(scan: Scan) -> np.ndarray:
@@ -269,23 +310,30 @@ def measure_scan(
         # in-plane the envelope's box (+2 px) holds every bone voxel of the femur and all of
         # the marrow space (the endocortical region), so cropping to it changes no sphere
         slab = _load_slab(seg, a, b, plate.filled, p1, pad=2,
-                          want_grey=cal is not None, axial_at=axial_at)
+                          want_grey=cal is not None, axial_at=axial_at,
+                          store_voi=(z0 - a, z1 - a))
         region = slab.region
-        voi = np.zeros_like(region)
-        voi[z0 - a : z1 - a] = region[z0 - a : z1 - a]
-        if not voi.any():
+        if slab.store is None:
+            voi = np.zeros_like(region)
+            voi[z0 - a : z1 - a] = region[z0 - a : z1 - a]
+            per_slice = region.sum(axis=(1, 2))
+        else:  # a large slab, measured block by block from the store
+            voi = None
+            per_slice = slab.store.region_count
+        voi_slices = per_slice[z0 - a : z1 - a] > 0
+        if not voi_slices.any():
             raise SegmentationError(
                 f"{scan.name}: the trabecular VOI is empty: no endocortical region in slices "
                 f"{z0}..{z1 - 1}"
             )
-        n_empty = int(np.count_nonzero(~voi[z0 - a : z1 - a].any(axis=(1, 2))))
+        n_empty = int(np.count_nonzero(~voi_slices))
         if n_empty > 0.1 * (z1 - z0):
             raise SegmentationError(
                 f"{scan.name}: the trabecular VOI is incomplete: {n_empty} of {z1 - z0} slices "
                 "have no endocortical region"
             )
         region_area = np.full(nz, np.nan)
-        region_area[a:b] = region.sum(axis=(1, 2)) * (spacing[1] * spacing[2])
+        region_area[a:b] = per_slice * (spacing[1] * spacing[2])
         profiles["region_area_mm2"] = region_area
         bone_s, grey_s = slab.bone, slab.grey  # grey only when calibrated (density)
         valid_s = (grey_s != 0) if src.no_data_zero and grey_s is not None else None
@@ -322,36 +370,23 @@ def measure_scan(
         voi = region
         zs = np.flatnonzero(voi.any(axis=(1, 2)))
         z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, nz)
-    if not voi.any():
+    if voi is not None and not voi.any():
         raise SegmentationError(f"{scan.name}: the VOI is empty")
 
     step("measure")
+    store = slab.store if slab is not None else None
+    crop = slab.crop if slab is not None else (slice(0, ny), slice(0, nx))
     try:
-        tb = trabecular_analysis(
-            bone_s, voi, spacing=spacing, marrow_space=region,
-            convention=cfg.thickness_convention,
-        )
+        if store is None:
+            metrics, histograms, maps = _measure_arrays(bone_s, voi, region, spacing, cfg, crop,
+                                                        (b - a, ny, nx))
+        else:
+            metrics, histograms, maps = _measure_store(store, spacing, cfg, crop, (ny, nx))
+            if cal is not None:  # density from whole arrays: not bounded yet
+                blk = store.read(0, store.shape[0])
+                bone_s, voi = blk.bone, blk.voi
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
-    metrics = dict(tb.metrics)
-    metrics.update(structure_metrics(bone_s, voi, spacing=spacing))
-    # the local-thickness maps the numbers came from, over the VOI's bounding box
-    z0b, z1b, y0b, y1b, x0b, x1b = tb.box
-    in_box = (slice(z0b, z1b), slice(y0b, y1b), slice(x0b, x1b))
-    voi_b, bone_b = voi[in_box], bone_s[in_box]
-    marrow_b = voi_b & region[in_box] & ~bone_b
-    histograms = {
-        "Tb.Th": thickness_histogram(tb.thickness[voi_b & bone_b], spacing[0]),
-        "Tb.Sp": thickness_histogram(tb.separation[marrow_b], spacing[0]),
-    }
-    del marrow_b
-    maps: dict[str, np.ndarray] = {}
-    if cfg.save_maps:
-        ys, xs = slab.crop if slab is not None else (slice(0, ny), slice(0, nx))
-        for name, m in (("thickness", tb.thickness), ("separation", tb.separation)):
-            full = np.zeros((b - a, ny, nx), dtype=np.float32)
-            full[:, ys, xs][in_box] = np.where(voi_b, m, np.float32(0.0))
-            maps[name] = full
 
     if cal is not None:
         metrics.update(
@@ -445,11 +480,18 @@ def measure_scan(
     if slab is not None:
         ys, xs = slab.crop
         if ys.start <= cy < ys.stop:
-            long_voi[a:b, xs] = voi[:, cy - ys.start, :]
+            if store is None:
+                long_voi[a:b, xs] = voi[:, cy - ys.start, :]
+            else:
+                for c0, c1 in block_ranges(0, b - a, 64):
+                    long_voi[a + c0 : a + c1, xs] = store.read(c0, c1).voi[:, cy - ys.start, :]
         for label, (idx, grey2, bone2) in slab.axials.items():
             voi2 = np.zeros((ny, nx), dtype=bool)
-            voi2[ys, xs] = voi[idx - a]
+            voi2[ys, xs] = (voi[idx - a] if store is None
+                            else store.read(idx - a, idx - a + 1).voi[0])
             axials.append(AxialQc(label, idx, int(sections[idx]), grey2, bone2, voi2))
+        if store is not None:
+            store.close()
     else:
         long_voi[a:b] = voi[:, cy, :]
         labels = (("bottom", z0), ("middle", (z0 + z1) // 2), ("top", z1 - 1))
@@ -501,15 +543,69 @@ def measure_scan(
     return ScanResult(row=row, details=details, qc=qc, maps=maps)
 
 
+def _measure_arrays(bone_s: np.ndarray, voi: np.ndarray, region: np.ndarray,
+                    spacing: tuple[float, float, float], cfg: AnalysisConfig,
+                    crop: tuple[slice, slice], full_shape: tuple[int, int, int],
+                    ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """Trabecular and structure metrics, thickness histograms and (``save_maps``) maps of a
+    VOI held in memory (``bone_s``, ``voi``, ``region`` on the in-plane ``crop``)."""
+    tb = trabecular_analysis(bone_s, voi, spacing=spacing, marrow_space=region,
+                             convention=cfg.thickness_convention)
+    metrics = dict(tb.metrics)
+    metrics.update(structure_metrics(bone_s, voi, spacing=spacing))
+    # the local-thickness maps the numbers came from, over the VOI's bounding box
+    z0b, z1b, y0b, y1b, x0b, x1b = tb.box
+    in_box = (slice(z0b, z1b), slice(y0b, y1b), slice(x0b, x1b))
+    voi_b, bone_b = voi[in_box], bone_s[in_box]
+    marrow_b = voi_b & region[in_box] & ~bone_b
+    histograms = {
+        "Tb.Th": thickness_histogram(tb.thickness[voi_b & bone_b], spacing[0]),
+        "Tb.Sp": thickness_histogram(tb.separation[marrow_b], spacing[0]),
+    }
+    del marrow_b
+    maps: dict[str, np.ndarray] = {}
+    if cfg.save_maps:
+        ys, xs = crop
+        for name, m in (("thickness", tb.thickness), ("separation", tb.separation)):
+            full = np.zeros(full_shape, dtype=np.float32)
+            full[:, ys, xs][in_box] = np.where(voi_b, m, np.float32(0.0))
+            maps[name] = full
+    return metrics, histograms, maps
+
+
+def _measure_store(store: _SlabStore, spacing: tuple[float, float, float], cfg: AnalysisConfig,
+                   crop: tuple[slice, slice], plane: tuple[int, int],
+                   ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`_measure_arrays` of a slab kept in a :class:`_SlabStore`, block by block: the
+    same numbers (counts identical, means to float64 rounding) in bounded memory."""
+    hists = {k: ThicknessHistogram(spacing[0]) for k in ("Tb.Th", "Tb.Sp")}
+    names = {"Tb.Th": "thickness", "Tb.Sp": "separation"}
+    maps: dict[str, np.ndarray] = {}
+    if cfg.save_maps:
+        maps = {n: np.zeros((store.shape[0], *plane), dtype=np.float32) for n in names.values()}
+    ys, xs = crop
+
+    def on_chunk(kind: str, c0: int, c1: int, values: np.ndarray, sel: np.ndarray) -> None:
+        hists[kind].add(values[sel])
+        if maps:
+            maps[names[kind]][c0:c1, ys, xs] = np.where(sel, values, np.float32(0.0))
+
+    metrics = trabecular_chunked(store, spacing=spacing, convention=cfg.thickness_convention,
+                                 on_chunk=on_chunk)
+    metrics.update(structure_metrics_chunked(store, spacing=spacing))
+    return metrics, {k: h.result() for k, h in hists.items()}, maps
+
+
 # --------------------------------------------------------------------------------------------
 # streaming: exact segmentation of slabs, pass 1 summaries, plate, VOI slab
 
-#: Voxels segmented at once (smoothing and despeckle labels cost ~10 B/voxel), voxels per
-#: envelope-map computation (~20 B/voxel), and the despeckle halos tried before the
-#: always-exact one (slices).
+#: Voxels segmented at once (smoothing and despeckle labels cost ~7 B/voxel), voxels per
+#: envelope-map computation (~20 B/voxel), and the first despeckle halos tried (slices) before
+#: ``max(min_bone_voxels, min_marrow_voxels) - 1`` (from which only a pore walled by no-data
+#: voxels can be refused) and the always-exact ``min_bone_voxels + min_marrow_voxels``.
 _CHUNK_VOXELS = 16_000_000
 _MAP_VOXELS = 4_000_000
-_HALOS = (16, 48)
+_HALOS = (16,)
 #: Scans whose grey + bone volume fits in this many bytes are segmented once and kept
 #: (no re-reading for the growth plate and the VOI slab); bigger scans are streamed.
 _CACHE_BYTES = 384 * 2**20
@@ -525,8 +621,10 @@ class _Segmenter:
     """Bone of any slice range of a scan, equal to segmenting the whole scan at once.
 
     Smoothing reads ``ceil(4 sigma)`` extra slices; despeckle runs on a slab with a halo of
-    16, then 48, then ``min_bone_voxels + min_marrow_voxels`` slices, taking the first that
-    :func:`~ctmorph.segment.threshold.despeckle_core` can prove exact on the range.
+    16, then ``max(min_bone_voxels, min_marrow_voxels) - 1``, then ``min_bone_voxels +
+    min_marrow_voxels`` slices, taking the first that
+    :func:`~ctmorph.segment.threshold.despeckle_core` can prove exact on the range (on real
+    and phantom scans the first, measured in ``tests/test_streaming.py``).
     """
 
     def __init__(self, scan: Scan | AlignedSource, thr: float, cfg: AnalysisConfig) -> None:
@@ -534,7 +632,8 @@ class _Segmenter:
         s = cfg.smooth_sigma_vox
         self.hs = int(math.ceil(4.0 * s)) if s > 0 else 0
         full = cfg.min_bone_voxels + cfg.min_marrow_voxels
-        self.halos = [h for h in _HALOS if h < full] + [full]
+        firm = max(cfg.min_bone_voxels, cfg.min_marrow_voxels) - 1
+        self.halos = sorted({h for h in (*_HALOS, firm) if 0 < h < full}) + [full]
         self.retries = 0
         size = int(np.prod(scan.shape))
         cache = size * (1 + np.dtype(scan.dtype).itemsize) <= _CACHE_BYTES
@@ -717,18 +816,24 @@ def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
 @dataclass
 class _Slab:
     crop: tuple[slice, slice]
-    bone: np.ndarray  # (z1 - z0, Y', X') on crop
-    region: np.ndarray
+    bone: np.ndarray | None  # (z1 - z0, Y', X') on crop; None when in ``store``
+    region: np.ndarray | None
     grey: np.ndarray | None
     envelope: np.ndarray | None
     axials: dict[str, tuple[int, np.ndarray, np.ndarray]]
+    store: _SlabStore | None = None
 
 
 def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1, *, pad: int,
                want_grey: bool, want_envelope: bool = False,
-               axial_at: dict[str, int] | None = None) -> _Slab:
+               axial_at: dict[str, int] | None = None,
+               store_voi: tuple[int, int] | None = None) -> _Slab:
     """Bone, endocortical region (and grey, envelope) of slices ``[z0, z1)`` at full
-    resolution, cropped in-plane to the envelope's box over those slices + ``pad`` pixels."""
+    resolution, cropped in-plane to the envelope's box over those slices + ``pad`` pixels.
+
+    With ``store_voi`` (the VOI's slices, relative to ``z0``) a slab of more than
+    ``_CHUNKED_MEASURE_VOXELS`` voxels goes into a :class:`_SlabStore` (``_Slab.store``)
+    instead of the ``bone`` and ``region`` arrays (then None)."""
     scan = seg.scan
     _, ny, nx = scan.shape
     sp = scan.spacing
@@ -740,8 +845,13 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
         ys = slice(max(0, int(bb[:, 0].min()) - pad), min(ny, int(bb[:, 1].max()) + pad))
         xs = slice(max(0, int(bb[:, 2].min()) - pad), min(nx, int(bb[:, 3].max()) + pad))
     shape = (z1 - z0, ys.stop - ys.start, xs.stop - xs.start)
-    bone_s = np.empty(shape, dtype=bool)
-    region_s = np.empty(shape, dtype=bool)
+    store = None
+    if store_voi is not None and math.prod(shape) > _CHUNKED_MEASURE_VOXELS:
+        store = _SlabStore(shape, store_voi, in_memory=math.prod(shape) <= _STORE_RAM_BYTES)
+        logger.info("%s: VOI slab of %d x %d x %d voxels measured in z-blocks (%s)", scan.name,
+                    *shape, "in memory" if store._mem is not None else "temporary file")
+    bone_s = np.empty(shape, dtype=bool) if store is None else None
+    region_s = np.empty(shape, dtype=bool) if store is None else None
     grey_s = np.empty(shape, dtype=scan.dtype) if want_grey else None
     env_s = np.empty(shape, dtype=bool) if want_envelope else None
     wanted = {v: k for k, v in (axial_at or {}).items()}
@@ -750,7 +860,8 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
     for s in range(z0, z1, step):
         e = min(z1, s + step)
         bone, grey = seg.chunk(s, e)
-        bone_s[s - z0 : e - z0] = bone[:, ys, xs]
+        if bone_s is not None:
+            bone_s[s - z0 : e - z0] = bone[:, ys, xs]
         if grey_s is not None:
             grey_s[s - z0 : e - z0] = grey[:, ys, xs]
         for z in range(s, e):
@@ -761,7 +872,128 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
             b = bone[t - s : u - s]
             maps = _femur._envelope_maps(b, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
             reg = _femur._region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
-            region_s[t - z0 : u - z0] = reg[:, ys, xs]
+            if store is not None:
+                store.write(t - z0, np.ascontiguousarray(b[:, ys, xs]),
+                            np.ascontiguousarray(reg[:, ys, xs]))
+            else:
+                region_s[t - z0 : u - z0] = reg[:, ys, xs]
             if env_s is not None:
                 env_s[t - z0 : u - z0] = maps.envelope[:, ys, xs]
-    return _Slab((ys, xs), bone_s, region_s, grey_s, env_s, axials)
+    return _Slab((ys, xs), bone_s, region_s, grey_s, env_s, axials, store)
+
+
+# --------------------------------------------------------------------------------------------
+# bounded memory: a large VOI slab is kept packed and measured block by block
+
+#: Slab voxels (VOI + context, cropped in-plane) above which the slab is packed into a
+#: :class:`_SlabStore` and measured from z-blocks; smaller slabs are measured in memory.
+_CHUNKED_MEASURE_VOXELS = 48_000_000
+#: Packed slabs up to this many bytes stay in memory; larger ones go to a temporary file.
+_STORE_RAM_BYTES = 64 * 2**20
+
+
+class _SlabStore:
+    """The VOI slab, one byte per voxel (bit 0 bone, bit 1 endocortical region), in memory
+    or in an unnamed temporary file (``TMPDIR``), written once in z order.
+
+    As a :class:`~ctmorph.morphometry.zsource.ZSource` it reads ``bone``, the VOI (the region
+    on slices ``voi_z``) and the marrow space (the region) of any slice range.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], voi_z: tuple[int, int], *,
+                 in_memory: bool) -> None:
+        self._shape = tuple(int(s) for s in shape)
+        self.voi_z = voi_z
+        self._plane = self._shape[1] * self._shape[2]
+        self._mem = np.empty(self._shape, dtype=np.uint8) if in_memory else None
+        self._file = None if in_memory else tempfile.TemporaryFile(prefix="ctmorph-slab-")
+        self._written = 0
+        self.region_count = np.zeros(self._shape[0], dtype=np.int64)  # per slice
+        self._ybox = [self._shape[1], 0]
+        self._xbox = [self._shape[2], 0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._shape  # type: ignore[return-value]
+
+    def write(self, z0: int, bone: np.ndarray, region: np.ndarray) -> None:
+        """Store slices ``[z0, z0 + len(bone))``; calls come in z order without gaps."""
+        if z0 != self._written:
+            raise AssertionError(f"slab store written out of order ({z0} != {self._written})")
+        packed = bone.view(np.uint8) | (region.view(np.uint8) << 1)
+        z1 = z0 + packed.shape[0]
+        self.region_count[z0:z1] = np.count_nonzero(region, axis=(1, 2))
+        v0, v1 = max(z0, self.voi_z[0]), min(z1, self.voi_z[1])
+        if v1 > v0:
+            part = region[v0 - z0:v1 - z0]
+            rows = np.flatnonzero(part.any(axis=(0, 2)))
+            cols = np.flatnonzero(part.any(axis=(0, 1)))
+            if rows.size:
+                y, x = self._ybox, self._xbox
+                self._ybox = [min(y[0], int(rows[0])), max(y[1], int(rows[-1]) + 1)]
+                self._xbox = [min(x[0], int(cols[0])), max(x[1], int(cols[-1]) + 1)]
+        if self._mem is not None:
+            self._mem[z0:z1] = packed
+        else:
+            self._file.write(np.ascontiguousarray(packed).data)
+        self._written = z1
+
+    def _raw(self, z0: int, z1: int) -> np.ndarray:
+        if self._mem is not None:
+            return self._mem[z0:z1]
+        self._file.seek(z0 * self._plane)
+        raw = np.fromfile(self._file, dtype=np.uint8, count=(z1 - z0) * self._plane)
+        return raw.reshape(z1 - z0, *self._shape[1:])
+
+    def read_phase(self, z0: int, z1: int, kind: str) -> np.ndarray:
+        """One mask of slices ``[z0, z1)`` (see :func:`~ctmorph.morphometry.zsource.read_phase`),
+        built from the packed bytes without the others."""
+        raw = self._raw(z0, z1)
+        if kind == "bone":
+            return (raw & 1).view(bool)
+        if kind == "marrow":
+            return raw == 2
+        if kind == "space":
+            return raw != 0
+        if kind == "voi":
+            voi = (raw >> 1).view(bool)
+            v0, v1 = self.voi_z
+            voi[: max(0, min(z1, v0) - z0)] = False
+            voi[max(0, max(z0, v1) - z0):] = False
+            return voi
+        raise ValueError(f"unknown phase {kind!r}")
+
+    def read(self, z0: int, z1: int) -> Block:
+        raw = self._raw(z0, z1)
+        bone = (raw & 1).view(bool)
+        region = (raw >> 1).view(bool)
+        voi = region.copy()
+        v0, v1 = self.voi_z
+        voi[: max(0, min(z1, v0) - z0)] = False
+        voi[max(0, max(z0, v1) - z0):] = False
+        return Block(bone, voi, region)
+
+    def voi_box(self) -> tuple[int, int, int, int, int, int]:
+        if self._ybox[1] <= self._ybox[0]:
+            raise SegmentationError("the VOI is empty (no voxel selected)")
+        v0, v1 = self.voi_z
+        zs = v0 + np.flatnonzero(self.region_count[v0:v1])
+        return (int(zs[0]), int(zs[-1]) + 1, *self._ybox, *self._xbox)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._mem = None
+
+
+def structure_metrics_chunked(src: ZSource, *, spacing: tuple[float, float, float],
+                              chunk_slices: int | None = None) -> dict[str, float]:
+    """:func:`structure_metrics` of a source read in z-blocks (bounded memory); same keys."""
+    out: dict[str, float] = {}
+    out.update(connectivity_chunked(src, spacing=spacing, chunk_slices=chunk_slices))
+    s = smi_chunked(src, spacing=spacing, chunk_slices=chunk_slices)
+    out.update({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
+                "SMI.concave_fraction": s["concave_fraction"]})
+    out.update(anisotropy_chunked(src, spacing=spacing, chunk_slices=chunk_slices).as_dict())
+    out["Tb.Pf"] = pattern_factor_chunked(src, spacing=spacing, chunk_slices=chunk_slices)
+    return {k: float(v) for k, v in out.items()}
