@@ -39,6 +39,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_path, atomic_write_text
+from ._memory import configure_allocator
 from .columns import COLUMN_BY_NAME, order_columns
 from .config import AnalysisConfig
 from .errors import ConfigError, CtmorphError, ScanError
@@ -305,6 +306,7 @@ def _init_worker(log_queue: Any, level: int, busy: Any, total: int, parent: int)
     root.setLevel(logging.WARNING)
     logging.getLogger("ctmorph").setLevel(level)
     _WORKER_BUDGET[:] = [_ThreadBudget(busy, total)]
+    configure_allocator()
 
 
 class _Relay(logging.Handler):

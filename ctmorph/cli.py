@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from ._memory import configure_allocator
 from .config import ROI_MODES, THICKNESS_CONVENTIONS, AnalysisConfig
 from .errors import CtmorphError
 
@@ -70,6 +71,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     _setup_logging(verbose)
+    configure_allocator()  # this process is ours: keep the resident set close to what is used
 
 
 def _parse_threshold(ctx, param, value: str) -> float | str:
