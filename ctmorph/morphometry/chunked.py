@@ -392,14 +392,14 @@ def _write_distances(a: Any, plan: _Plan, f: Any, fz0: int, fz1: int) -> None:
         if phase[z0 - b0:z1 - b0].any():
             squared_edt(phase, plan.w2, d)
         del phase
-        part = np.ascontiguousarray(d[z0 - b0:z1 - b0])
-        del d
+        part = d[z0 - b0:z1 - b0]  # a view: it keeps the whole block alive until deleted
         if part.size and float(part.max()) > plan.dmax:
             raise ConfigError(
                 f"mask changed between the two passes of chunked local thickness (slices "
                 f"{z0}-{z1 - 1}); its data must stay the same while it is analysed"
             )
-        f.write(part.data)
+        f.write(part.data)  # slices along z of a C-contiguous block are contiguous
+        del part, d  # before the next block is read
 
 
 def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
