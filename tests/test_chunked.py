@@ -11,6 +11,7 @@ import pytest
 
 from ctmorph._kernels.thickness import masked_stats
 from ctmorph.errors import ConfigError, SegmentationError
+from ctmorph.morphometry import chunked as chunked_mod
 from ctmorph.morphometry import (
     chunked_local_thickness,
     chunked_thickness_stats,
@@ -60,6 +61,19 @@ def test_equals_whole_volume(spacing, convention):
         want = local_thickness(mask, spacing=spacing, convention=convention)
         for c in (1, 2, 5, mask.shape[0]):
             got = _chunked(mask, spacing=spacing, convention=convention, chunk_slices=c)
+            assert np.array_equal(got, want), (name, c)
+
+
+@pytest.mark.parametrize("ridge_slices", [1, 2, 3])
+def test_ridges_collected_a_few_slices_at_a_time(monkeypatch, ridge_slices):
+    # the ridge balls of a chunk's neighbourhood are gathered from slabs of distances with a
+    # one-slice overlap (the ridge test sees the 26 neighbours only): any slab size gives the
+    # whole-volume map, bit for bit
+    monkeypatch.setattr(chunked_mod, "_RIDGE_SLICES", ridge_slices)
+    for name, mask in _volumes():
+        want = local_thickness(mask, spacing=(2.0, 1.0, 1.0))
+        for c in (1, 4):
+            got = _chunked(mask, spacing=(2.0, 1.0, 1.0), chunk_slices=c)
             assert np.array_equal(got, want), (name, c)
 
 

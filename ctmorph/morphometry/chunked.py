@@ -402,6 +402,19 @@ def _write_distances(a: Any, plan: _Plan, f: Any, fz0: int, fz1: int) -> None:
         del part, d  # before the next block is read
 
 
+#: Slices of distances read at once when collecting ridge balls (plus one on each side).
+_RIDGE_SLICES = 16
+
+
+def _read_distances(f: Any, fz0: int, z0: int, z1: int,
+                    shape: tuple[int, int, int]) -> np.ndarray:
+    """Squared distances of slices ``[z0, z1)`` from the file written by
+    :func:`_write_distances` (which starts at slice ``fz0``)."""
+    _, ny, nx = shape
+    f.seek((z0 - fz0) * ny * nx * 4)
+    return np.fromfile(f, dtype=np.float32, count=(z1 - z0) * ny * nx).reshape(z1 - z0, ny, nx)
+
+
 def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
                         plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
     """Local thickness of slices ``[z0, z1)`` and their phase mask, from the distances of
@@ -413,16 +426,27 @@ def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
     nz, ny, nx = plan.shape
     k = plan.halo.centre_slices
     e0, e1 = max(0, z0 - k), min(nz, z1 + k)
-    plane = ny * nx
-    f.seek((e0 - fz0) * plane * 4)
-    d = np.fromfile(f, dtype=np.float32, count=(e1 - e0) * plane).reshape(e1 - e0, ny, nx)
-    phase = d[z0 - e0:z1 - e0] > 0
+    phase = _read_distances(f, fz0, z0, z1, plan.shape) > 0
     out = np.zeros((z1 - z0, ny, nx), dtype=np.float32)
     if not phase.any():
         return out, phase
-    flag = np.empty(d.shape, dtype=np.uint8)
-    offsets, ry, rx, rd = _ridges(d, flag, plan.w2, plan.table, plan.shrink)
-    del d, flag
+    # The ridge test of a voxel looks at its 26 neighbours only, so the ridges of slices
+    # [a, b) come from the distances of [a - 1, b + 1) (clipped to [e0, e1), whose outside
+    # counts as zero): a few slices of distances in memory at a time, only the ridges kept.
+    parts, counts = [], [np.zeros(1, dtype=np.int64)]
+    for a, b in ((a, min(e1, a + _RIDGE_SLICES)) for a in range(e0, e1, _RIDGE_SLICES)):
+        lo, hi = max(e0, a - 1), min(e1, b + 1)
+        d = _read_distances(f, fz0, lo, hi, plan.shape)
+        offs, ry, rx, rd = _ridges(d, np.empty(d.shape, dtype=np.uint8), plan.w2, plan.table,
+                                   plan.shrink)
+        del d
+        i0, i1 = offs[a - lo], offs[b - lo]
+        parts.append((ry[i0:i1].copy(), rx[i0:i1].copy(), rd[i0:i1].copy()))
+        counts.append(np.diff(offs[a - lo:b - lo + 1]))
+        del offs, ry, rx, rd
+    offsets = np.cumsum(np.concatenate(counts))
+    ry, rx, rd = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    del parts
     box = np.asarray((z0 - e0, z1 - e0, 0, ny, 0, nx), dtype=np.int64)
     paint_balls(offsets, ry, rx, rd, plan.w2, plan.shrink, box, out, numba.get_num_threads())
     finish_thickness(out, plan.unit, plan.offset)
