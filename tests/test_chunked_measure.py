@@ -157,3 +157,55 @@ def test_thickness_histogram_in_chunks_equals_one_go_and_a_slow_count():
     assert one["counts"] == slow and sum(slow) == values.size
     assert one["bin_edges_mm"][-1] >= float(values.max())
     assert one["bin_edges_mm"][1] == pytest.approx(bin_mm)
+
+
+# --------------------------------------------------------------------------------------------
+# trabecular_chunked against trabecular_morphometry directly
+
+
+def _sponge(seed=2, shape=(30, 34, 36)):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    bone = ndimage.gaussian_filter(rng.normal(size=shape), 2.0) > 0.03
+    space = np.zeros(shape, bool)
+    space[:, 3:31, 4:33] = True
+    voi = np.zeros(shape, bool)
+    voi[7:24] = space[7:24]
+    voi[:, :, :9] = False
+    return bone, voi, space
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_trabecular_chunked_equals_whole_arrays(chunk):
+    from ctmorph.morphometry import trabecular_chunked, trabecular_morphometry
+
+    bone, voi, space = _sponge()
+    sp = (0.02, 0.01, 0.01)
+    want = trabecular_morphometry(bone, voi, spacing=sp, marrow_space=space)
+    got = trabecular_chunked(ArraySource(bone, voi, space), spacing=sp, chunk_slices=chunk)
+    assert list(got) == list(want)
+    for key in want:
+        _same(want[key], got[key], key)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty", "VOI is empty"), ("no bone", "no bone voxels"), ("all bone", "entirely bone"),
+    ("no marrow space", "no marrow voxels"),
+])
+def test_trabecular_chunked_refuses_what_the_whole_version_refuses(case, message):
+    from ctmorph.morphometry import trabecular_chunked, trabecular_morphometry
+
+    bone, voi, space = _sponge()
+    if case == "empty":
+        voi[:] = False
+    elif case == "no bone":
+        bone[:] = False
+    elif case == "all bone":
+        bone[:] = True
+    else:
+        space &= bone
+    for run in (lambda: trabecular_morphometry(bone, voi, spacing=0.01, marrow_space=space),
+                lambda: trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01)):
+        with pytest.raises(SegmentationError, match=message):
+            run()

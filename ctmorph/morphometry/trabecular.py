@@ -43,6 +43,19 @@ TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
+def _check_counts(n_voi: int, n_bone: int, any_marrow: bool) -> None:
+    """Refuse a VOI without bone or without marrow (Tb.Th or Tb.Sp undefined)."""
+    if n_bone == 0:
+        raise SegmentationError("VOI contains no bone voxels")
+    if not any_marrow:
+        if n_bone == n_voi:
+            raise SegmentationError("VOI is entirely bone: no marrow, Tb.Sp undefined")
+        raise SegmentationError(
+            "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
+            "Tb.Sp undefined"
+        )
+
+
 def _stats(tau: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
     """Volume-weighted mean, population SD and max of ``tau`` over ``sel`` (same shape)."""
     _, mean, sd, vmax = masked_stats(tau, np.ascontiguousarray(sel))
@@ -142,15 +155,7 @@ def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
     bone_sel = voi_b & crop(bone, box)
     marrow_sel = voi_b & crop(marrow, box)
     n_bone = int(np.count_nonzero(bone_sel))
-    if n_bone == 0:
-        raise SegmentationError("VOI contains no bone voxels")
-    if not marrow_sel.any():
-        if n_bone == n_voi:
-            raise SegmentationError("VOI is entirely bone: no marrow, Tb.Sp undefined")
-        raise SegmentationError(
-            "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
-            "Tb.Sp undefined"
-        )
+    _check_counts(n_voi, n_bone, bool(marrow_sel.any()))
 
     vv = voxel_volume(sp)
     tv = n_voi * vv
@@ -296,15 +301,7 @@ def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
         n_marrow += int(np.count_nonzero(blk.voi & blk.marrow_space & ~blk.bone))
     if n_voi == 0:
         raise SegmentationError("VOI is empty (no voxel selected)")
-    if n_bone == 0:
-        raise SegmentationError("VOI contains no bone voxels")
-    if n_marrow == 0:
-        if n_bone == n_voi:
-            raise SegmentationError("VOI is entirely bone: no marrow, Tb.Sp undefined")
-        raise SegmentationError(
-            "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
-            "Tb.Sp undefined"
-        )
+    _check_counts(n_voi, n_bone, n_marrow > 0)
     vv = voxel_volume(sp)
     tv, bv = n_voi * vv, n_bone * vv
     bs = bone_surface_chunked(src, spacing=sp, chunk_slices=step)
