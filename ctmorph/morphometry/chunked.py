@@ -32,10 +32,15 @@ are exact integers and the result is bitwise identical to the whole-volume map; 
 (floating-point path) the margins of the checks cover float32 rounding and the result agrees to
 float32 rounding (in practice bitwise too).
 
-Memory: a block of ``c + 2·H`` slices costs about 5 bytes per voxel (uint8 phase, float32
-distances) plus 4 bytes per output voxel of the chunk (``c`` slices) and 12 bytes per kept ball
-centre; nothing else grows with the volume except one int64 per slice. ``H ≈ 2·R/dz``: choose
-chunks of at least a few ``R/dz`` slices so the halo overhead stays small.
+Memory: :func:`write_local_thickness` and :func:`chunked_thickness_stats` take two passes over
+the chunks. The first writes the exact squared distances (each block ``c + 2·M`` slices) to an
+unnamed temporary file; the second reads each chunk's ``c + 2·K`` slices of distances back a few
+slices at a time, keeps only the ridge balls (12 bytes per kept centre) and paints the chunk (4
+bytes per output voxel). A block therefore costs about 5 bytes per voxel of ``c + 2·max(K, M)``
+slices instead of ``c + 2·(K + M)``, and the temporary file 4 bytes per voxel of the slices the
+chunks need. :func:`chunked_local_thickness` (Dask tasks, no shared file) reads blocks of
+``c + 2·H`` slices. ``H ≈ 2·R/dz``: choose chunks of at least a few ``R/dz`` slices so the halo
+overhead stays small.
 """
 
 from __future__ import annotations
