@@ -956,22 +956,20 @@ class _SlabStore:
         if kind == "space":
             return raw != 0
         if kind == "voi":
-            voi = (raw >> 1).view(bool)
-            v0, v1 = self.voi_z
-            voi[: max(0, min(z1, v0) - z0)] = False
-            voi[max(0, max(z0, v1) - z0):] = False
-            return voi
+            return self._voi((raw >> 1).view(bool), z0, z1)
         raise ValueError(f"unknown phase {kind!r}")
+
+    def _voi(self, region: np.ndarray, z0: int, z1: int) -> np.ndarray:
+        """The VOI of slices ``[z0, z1)``: ``region`` (modified in place) off ``voi_z`` cleared."""
+        v0, v1 = self.voi_z
+        region[: max(0, min(z1, v0) - z0)] = False
+        region[max(0, max(z0, v1) - z0):] = False
+        return region
 
     def read(self, z0: int, z1: int) -> Block:
         raw = self._raw(z0, z1)
-        bone = (raw & 1).view(bool)
         region = (raw >> 1).view(bool)
-        voi = region.copy()
-        v0, v1 = self.voi_z
-        voi[: max(0, min(z1, v0) - z0)] = False
-        voi[max(0, max(z0, v1) - z0):] = False
-        return Block(bone, voi, region)
+        return Block((raw & 1).view(bool), self._voi(region.copy(), z0, z1), region)
 
     def voi_box(self) -> tuple[int, int, int, int, int, int]:
         if self._ybox[1] <= self._ybox[0]:

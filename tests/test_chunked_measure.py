@@ -209,3 +209,13 @@ def test_trabecular_chunked_refuses_what_the_whole_version_refuses(case, message
                 lambda: trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01)):
         with pytest.raises(SegmentationError, match=message):
             run()
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4"])
+def test_chunk_slices_must_be_a_positive_integer(bad):
+    from ctmorph.errors import ConfigError
+    from ctmorph.morphometry import trabecular_chunked
+
+    bone, voi, space = _sponge()
+    with pytest.raises(ConfigError, match="chunk_slices must be a positive integer"):
+        trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01, chunk_slices=bad)

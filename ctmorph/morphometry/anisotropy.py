@@ -18,6 +18,7 @@ from scipy import ndimage
 from .._kernels.mil import GOLDEN_ANGLE, NO_LIMIT, mil_counts, mil_counts_window
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
+from .basic import _check_chunk_slices
 from .connectivity import _prepare_masks, _voi_box
 from .zsource import ZSource, block_ranges, chunk_slices_for
 
@@ -281,12 +282,7 @@ def anisotropy_chunked(
     h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
     if min(shape) < 2:
         raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {shape}")
-    if chunk_slices is None:
-        chunk = chunk_slices_for(shape)
-    elif isinstance(chunk_slices, int | np.integer) and chunk_slices >= 1:
-        chunk = int(chunk_slices)
-    else:
-        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
+    chunk = _check_chunk_slices(chunk_slices) or chunk_slices_for(shape)
 
     # the whole version's crop: VOI box + margin, clipped to the slab
     m = _margin(smooth)

@@ -66,6 +66,7 @@ from .._kernels.thickness import (
 )
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
+from .basic import _check_chunk_slices
 from .thickness import _EXACT_LIMIT, _SHRINK, _check_convention, _ridges, _unit_weights
 
 __all__ = [
@@ -137,6 +138,27 @@ class ThicknessStats(NamedTuple):
     n: int
 
 
+class _Moments:
+    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2, self.max = 0, 0.0, 0.0, -math.inf
+
+    def add(self, values: np.ndarray, sel: np.ndarray) -> None:
+        nb, mb, sdb, maxb = masked_stats(values, np.ascontiguousarray(sel))
+        if nb == 0:
+            return
+        tot = self.n + nb
+        delta = mb - self.mean
+        self.mean += delta * nb / tot
+        self.m2 += sdb * sdb * nb + delta * delta * self.n * nb / tot
+        self.n = tot
+        self.max = max(self.max, float(maxb))
+
+    def result(self) -> tuple[float, float, float]:
+        return float(self.mean), math.sqrt(self.m2 / self.n), float(self.max)
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Everything a chunk needs: kernel parameters and the halo."""
@@ -194,14 +216,11 @@ def _read(a: Any, z0: int, z1: int) -> np.ndarray:
 
 def _bounds(a: Any, chunk_slices: int | None) -> tuple[int, ...]:
     nz, ny, nx = (int(s) for s in a.shape)
-    if chunk_slices is None:
+    c = _check_chunk_slices(chunk_slices)
+    if c is None:
         if _is_dask(a):
             return (0, *np.cumsum(a.chunks[0]).tolist())
-        chunk_slices = max(1, _CHUNK_VOXELS // max(1, ny * nx))
-    elif isinstance(chunk_slices, bool) or not isinstance(chunk_slices, int | np.integer) \
-            or chunk_slices < 1:
-        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
-    c = int(chunk_slices)
+        c = max(1, _CHUNK_VOXELS // max(1, ny * nx))
     return tuple(range(0, nz, c)) + (nz,) if nz else (0,)
 
 
@@ -668,20 +687,11 @@ def chunked_thickness_stats(mask, voi=None, *, spacing, convention: str = "corre
     a = _check_volume(mask, "mask")
     v = None if voi is None else _check_volume(voi, "voi", shape=tuple(a.shape))
     plan = _plan(a, spacing, convention, chunk_slices, halo)
-    n, mean, m2, vmax = 0, 0.0, 0.0, -math.inf
+    moments = _Moments()
     for z0, z1, chunk, sel in _iter_chunks(a, plan):
         if v is not None:
             sel &= _read(v, z0, z1).view(bool)
-        nb, mb, sdb, maxb = masked_stats(chunk, sel)
-        if nb == 0:
-            continue
-        m2b = sdb * sdb * nb
-        tot = n + nb
-        delta = mb - mean
-        mean += delta * nb / tot
-        m2 += m2b + delta * delta * n * nb / tot
-        n = tot
-        vmax = max(vmax, float(maxb))
-    if n == 0:
+        moments.add(chunk, sel)
+    if moments.n == 0:
         return ThicknessStats(math.nan, math.nan, math.nan, 0)
-    return ThicknessStats(float(mean), math.sqrt(m2 / n), vmax, int(n))
+    return ThicknessStats(*moments.result(), moments.n)

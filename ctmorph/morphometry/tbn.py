@@ -12,9 +12,9 @@ import numpy as np
 
 from .._kernels.skeleton import OBJ, thin
 from .._kernels.thickness import masked_stats
-from ..errors import ConfigError, SegmentationError
+from ..errors import SegmentationError
 from ..spacing import normalize_spacing
-from .basic import as_mask, bounding_box, crop
+from .basic import _check_chunk_slices, as_mask, bounding_box, crop
 from .chunked import _iter_chunks, _plan, thickness_halo
 from .thickness import _thickness_map, distance_transform
 from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
@@ -294,12 +294,7 @@ def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None =
     surface voxel) during thinning, then about ``chunk_slices + 2·halo`` slices of ~10 B/voxel.
     """
     sp = normalize_spacing(spacing)
-    if chunk_slices is None:
-        chunk_slices = chunk_slices_for(src.shape)
-    elif isinstance(chunk_slices, bool) or not isinstance(chunk_slices, int | np.integer) \
-            or chunk_slices < 1:
-        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
-    c = int(chunk_slices)
+    c = _check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
     try:
         vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()
     except SegmentationError:

@@ -3,7 +3,6 @@ number. Keys and units follow DESIGN §3 (``OUT/morphometry.csv`` columns)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
 from . import chunked as _chunked
-from .basic import as_mask, bone_surface, bounding_box, crop, voxel_volume
+from .basic import _check_chunk_slices, as_mask, bone_surface, bounding_box, crop, voxel_volume
 from .tbn import midaxis_spacing
 from .thickness import _check_convention, _thickness_map
 from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
@@ -211,27 +210,6 @@ class _LazyPhase:
         return read_phase(self.src, z0, max(z0, z1), self.kind)
 
 
-class _Moments:
-    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2, self.max = 0, 0.0, 0.0, -math.inf
-
-    def add(self, values: np.ndarray, sel: np.ndarray) -> None:
-        nb, mb, sdb, maxb = masked_stats(values, np.ascontiguousarray(sel))
-        if nb == 0:
-            return
-        tot = self.n + nb
-        delta = mb - self.mean
-        self.mean += delta * nb / tot
-        self.m2 += sdb * sdb * nb + delta * delta * self.n * nb / tot
-        self.n = tot
-        self.max = max(self.max, float(maxb))
-
-    def result(self) -> tuple[float, float, float]:
-        return float(self.mean), math.sqrt(self.m2 / self.n), float(self.max)
-
-
 def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
                       convention: str, chunk_slices: int, zr: tuple[int, int],
                       on_chunk: ChunkCallback | None, label: str) -> tuple[float, float, float]:
@@ -240,7 +218,7 @@ def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
     slices ``zr`` are mapped."""
     phase = _LazyPhase(src, kind)
     plan = _chunked._plan(phase, sp, convention, chunk_slices, None)
-    moments = _Moments()
+    moments = _chunked._Moments()
     for z0, z1, values, sel in _chunked._iter_chunks(phase, plan, zrange=zr):
         sel &= read_phase(src, z0, z1, "voi")
         moments.add(values, sel)
@@ -276,6 +254,8 @@ def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
 
     Raises
     ------
+    ConfigError
+        Bad spacing, convention or ``chunk_slices``.
     SegmentationError
         The VOI is empty, holds no bone, or holds no marrow (all bone).
 
@@ -291,7 +271,7 @@ def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
     _check_convention(convention)
     sp = normalize_spacing(spacing)
     nz = int(src.shape[0])
-    step = chunk_slices_for(src.shape) if chunk_slices is None else int(chunk_slices)
+    step = _check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
     box = src.voi_box()  # SegmentationError when empty
     n_voi = n_bone = n_marrow = 0
     for z0, z1 in block_ranges(box[0], box[1], step):
