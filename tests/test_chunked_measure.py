@@ -219,3 +219,12 @@ def test_chunk_slices_must_be_a_positive_integer(bad):
     bone, voi, space = _sponge()
     with pytest.raises(ConfigError, match="chunk_slices must be a positive integer"):
         trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01, chunk_slices=bad)
+
+
+def test_unknown_phase_is_a_clear_error():
+    bone, region = _slab()
+    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)
+    store.write(0, bone, region)
+    for src in (store, ArraySource(bone, None, region)):
+        with pytest.raises(ValueError, match="unknown phase 'cortex'"):
+            read_phase(src, 0, 2, "cortex")
