@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from ._atomic import atomic_path, atomic_write_text
-from ._memory import configure_allocator
+from ._memory import configure_for_scan
 from .columns import COLUMN_BY_NAME, order_columns
 from .config import AnalysisConfig
 from .errors import ConfigError, CtmorphError, ScanError
@@ -237,6 +237,8 @@ class _Job:
     numba_threads: int = 0
     #: where the scan's settings came from (manifest path, line, overrides), for its JSON
     manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    #: the process that measures the scan is ctmorph's (CLI or pool worker): it may tune malloc
+    own_process: bool = field(default=False, compare=False, hash=False)
 
 
 def _settings_key(job: _Job) -> str:
@@ -306,7 +308,6 @@ def _init_worker(log_queue: Any, level: int, busy: Any, total: int, parent: int)
     root.setLevel(logging.WARNING)
     logging.getLogger("ctmorph").setLevel(level)
     _WORKER_BUDGET[:] = [_ThreadBudget(busy, total)]
-    configure_allocator()
 
 
 class _Relay(logging.Handler):
@@ -362,6 +363,8 @@ def _run_job(
         budget.start()
     try:
         scan = read_scan(job.folder, voxel_size_um=job.config.voxel_size_um)
+        if job.own_process:  # a large scan: keep the resident set close to what is alive
+            configure_for_scan(math.prod(scan.shape) * scan.dtype.itemsize)
         fingerprint = scan_fingerprint(scan)
         key = _settings_key(job)
         if not job.force:
@@ -637,6 +640,7 @@ def run_analysis(
     on_scan_done: Callable[[dict[str, Any]], None] | None = None,
     scheduler: str | None = None,
     security: Any = None,
+    tune_allocator: bool = False,
 ) -> RunSummary:
     """Analyse every scan folder under ``paths`` and write the run's outputs into ``out_dir``.
 
@@ -678,6 +682,11 @@ def run_analysis(
         docs/cluster.md). Workers must see the scan and output folders at the same paths.
     security : distributed.security.Security, optional
         TLS settings for a ``tls://`` scheduler.
+    tune_allocator : bool
+        This process belongs to the caller (the CLI): a scan of at least
+        :data:`ctmorph._memory.LARGE_SCAN_BYTES` may fix glibc's malloc thresholds in it to
+        bound its resident set. ``jobs > 1`` pool workers always may (ctmorph starts them);
+        Dask workers never are.
 
     Returns
     -------
@@ -694,6 +703,7 @@ def run_analysis(
                   progress_factory=progress_factory, write_qc=write_qc, jobs=jobs, force=force,
                   on_start=on_start, on_scan_done=on_scan_done)
     if not scheduler:
+        kwargs["tune_allocator"] = tune_allocator
         return _analyse(paths, out_dir, config, client=None, **kwargs)
     from .distributed import check_versions, connect
 
@@ -717,6 +727,7 @@ def _analyse(
     force: bool,
     on_start: Callable[[int], None] | None,
     on_scan_done: Callable[[dict[str, Any]], None] | None,
+    tune_allocator: bool = False,
 ) -> RunSummary:
     cfg = config or AnalysisConfig()
     planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group)
@@ -772,7 +783,8 @@ def _analyse(
         # phase 2: the measurements, largest scans first when parallel
         work = [
             _Job(i.name, i.folder.resolve(), i.group or "", i.config, threshold, method, out,
-                 write_qc, force, manifest=i.manifest)
+                 write_qc, force, manifest=i.manifest,
+                 own_process=pool is not None or (client is None and tune_allocator))
             for i in pending
         ]
         if pool is not None:

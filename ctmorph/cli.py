@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from . import __version__
-from ._memory import configure_allocator
 from .config import ROI_MODES, THICKNESS_CONVENTIONS, AnalysisConfig
 from .errors import CtmorphError
 
@@ -71,7 +70,6 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     _setup_logging(verbose)
-    configure_allocator()  # this process is ours: keep the resident set close to what is used
 
 
 def _parse_threshold(ctx, param, value: str) -> float | str:
@@ -359,7 +357,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
                 scan_dirs, out, config, manifest=manifest, groups=groups, group=group,
                 progress_factory=display.stage_factory, write_qc=not no_qc, jobs=jobs,
                 force=force, scheduler=scheduler, on_start=display.start,
-                on_scan_done=display.scan_done,
+                on_scan_done=display.scan_done, tune_allocator=True,
             )
         finally:
             display.close()
