@@ -62,11 +62,14 @@ def test_kernel_matches_numpy_oracle():
     rng = np.random.default_rng(4)
     field = ndimage.gaussian_filter(rng.random((9, 12, 10)), 0.8).astype(np.float32)
     field = (field - field.min()) / (field.max() - field.min())
-    voi = rng.random(field.shape) < 0.7
+    scattered = rng.random(field.shape) < 0.7
+    # a ball: long runs of samples outside the VOI, which the kernel does not interpolate
+    zz, yy, xx = np.indices(field.shape)
+    ball_voi = (zz - 4) ** 2 + (yy - 6) ** 2 + (xx - 5) ** 2 <= 12
     sp = np.array([0.02, 0.013, 0.017])
     dirs = hemisphere_directions(12)
-    for full in (True, False):
-        voi_use = np.ones_like(voi) if full else voi
+    for voi_use, full in ((np.ones(field.shape, bool), True), (scattered, False),
+                          (ball_voi, False)):
         n_in, cr = mil_counts(
             np.pad(field, 1, mode="edge"), np.pad(voi_use.view(np.uint8), 1, mode="edge"),
             full, sp, dirs, 0.011, 0.007, 0.5,

@@ -187,21 +187,32 @@ def _one_direction(field, voi, full_voi, spacing, w, h, ds, level, theta,
                 continue
             # the pair (n - 1, n) belongs to the owner of sample n: start from sample n_lo - 1
             n_first = max(n_lo - 1, 0)
+            # A sample's phase matters only to a pair with a sample in the VOI: samples whose
+            # neighbours are all outside it are not interpolated (the counts are unchanged).
             prev_phase = False
             prev_in = 1
             cur_in = 1
+            known = True  # prev_phase holds the previous sample's phase
             for n in range(n_first, n_hi):
                 x0 = q0 + n * d0
                 x1 = q1 + n * d1
                 x2 = q2 + n * d2
-                phase = _sample(field, z_off, x0, x1, x2) > level
                 if not full_voi:
                     cur_in = 1 if voi[int(x0 + 0.5) - z_off, int(x1 + 0.5), int(x2 + 0.5)] else 0
+                if cur_in or prev_in:
+                    phase = _sample(field, z_off, x0, x1, x2) > level
+                    if not known:
+                        m = n - 1
+                        prev_phase = _sample(field, z_off, q0 + m * d0, q1 + m * d1,
+                                             q2 + m * d2) > level
+                    if n >= n_lo and phase != prev_phase and n > 0:
+                        crossings += prev_in + cur_in
+                    prev_phase = phase
+                    known = True
+                else:
+                    known = False
                 if n >= n_lo:
                     n_in += cur_in
-                    if phase != prev_phase and n > 0:
-                        crossings += prev_in + cur_in
-                prev_phase = phase
                 prev_in = cur_in
     return n_in, crossings
 
