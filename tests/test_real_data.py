@@ -21,7 +21,6 @@ from ctmorph.morphometry import connectivity, local_thickness, trabecular_morpho
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SHREW = DATA / "shrew_trabecular_binary" / "Shrew.nrrd"
-CORE = DATA / "human_trabecular_core"
 PEER_REL = 0.15
 
 logger = logging.getLogger(__name__)
@@ -118,36 +117,24 @@ def test_shrew_thickness_matches_brute_force_oracle(shrew):
 
 
 @pytest.fixture(scope="module")
-def human_core():
-    if not CORE.is_dir() or not any(CORE.glob("*.tif")):
-        pytest.skip(f"real data {CORE} is absent")
-    from scipy import ndimage
-
-    from ctmorph.io import read_scan
-    from ctmorph.segment.threshold import otsu_threshold, smooth
-
-    scan = read_scan(CORE, voxel_size_um=19.5)
-    grey = scan.read_volume()
-    # the core: non-zero grey, holes (dark marrow touching nothing) filled slice by slice
-    cyl = np.stack([ndimage.binary_fill_holes(s > 0) for s in grey])
-    sm = smooth(grey, 1.0)
-    hist = np.bincount(np.rint(sm[cyl]).astype(np.int64), minlength=256)
-    threshold = otsu_threshold(hist)
-    bone = (sm > threshold) & cyl
+def human_core(human_core_scan):
+    core = human_core_scan
+    cyl, threshold = core.cylinder, core.threshold
+    bone = (core.smoothed > threshold) & cyl
     # VOI: inner cylinder (0.8 of the core radius), the central NZ slices, with CTX slices of
     # context above and below (≥ the largest marrow sphere radius, ~31 voxels).
     nz, ctx = 100, 32
     area = np.median(cyl.sum(axis=(1, 2)))
     radius = np.sqrt(area / np.pi)
-    z0 = (grey.shape[0] - nz) // 2
+    z0 = (cyl.shape[0] - nz) // 2
     _, yy, xx = np.nonzero(cyl[z0:z0 + nz])
     cy, cx = yy.mean(), xx.mean()
-    gy, gx = np.mgrid[: grey.shape[1], : grey.shape[2]]
+    gy, gx = np.mgrid[: cyl.shape[1], : cyl.shape[2]]
     disk = (gy - cy) ** 2 + (gx - cx) ** 2 <= (0.8 * radius) ** 2
     sl = slice(z0 - ctx, z0 + nz + ctx)
-    voi = np.zeros((nz + 2 * ctx,) + grey.shape[1:], bool)
+    voi = np.zeros((nz + 2 * ctx,) + cyl.shape[1:], bool)
     voi[ctx:ctx + nz] = disk
-    return bone[sl], voi, cyl[sl], scan.spacing, threshold
+    return bone[sl], voi, cyl[sl], core.spacing, threshold
 
 
 def test_human_core_morphometry(human_core):
