@@ -373,6 +373,21 @@ def measure_scan(
     if voi is not None and not voi.any():
         raise SegmentationError(f"{scan.name}: the VOI is empty")
 
+    if cfg.cortical_offset_mm is not None and ref_index is not None:
+        # checked before the trabecular measure, so a scan that fails here fails fast
+        span = _femur.proximal_slices(
+            ref_index, distal_end, nz, int(round(cfg.cortical_offset_mm / spacing[0])),
+            int(round(cfg.cortical_height_mm / spacing[0])),
+        )
+        c0, c1 = span or (0, 0)
+        if c1 <= c0:
+            raise SegmentationError(
+                f"{scan.name}: the scan ends before the cortical VOI "
+                f"({cfg.cortical_offset_mm:g}-{cfg.cortical_offset_mm + cfg.cortical_height_mm:g}"
+                " mm proximal of the growth plate)"
+            )
+        cortical_range = (c0, c1)
+
     step("measure")
     store = slab.store if slab is not None else None
     crop = slab.crop if slab is not None else (slice(0, ny), slice(0, nx))
@@ -397,19 +412,8 @@ def measure_scan(
         )
 
     cortical: dict[str, Any] = {}
-    if cfg.cortical_offset_mm is not None and ref_index is not None:
-        span = _femur.proximal_slices(
-            ref_index, distal_end, nz, int(round(cfg.cortical_offset_mm / spacing[0])),
-            int(round(cfg.cortical_height_mm / spacing[0])),
-        )
-        c0, c1 = span or (0, 0)
-        if c1 <= c0:
-            raise SegmentationError(
-                f"{scan.name}: the scan ends before the cortical VOI "
-                f"({cfg.cortical_offset_mm:g}-{cfg.cortical_offset_mm + cfg.cortical_height_mm:g}"
-                " mm proximal of the growth plate)"
-            )
-        cortical_range = (c0, c1)
+    if cortical_range is not None:
+        c0, c1 = cortical_range
         cs = _load_slab(seg, c0, c1, plate.filled, p1, pad=2, want_grey=cal is not None,
                         want_envelope=True)
         # cortical bone: bone outside the endocortical region, so trabeculae attached to the
