@@ -23,6 +23,7 @@ from . import __version__
 from .calibration import (
     check_settings,
     density_metrics,
+    density_metrics_chunked,
     density_to_grey,
     grey_to_density,
     load_calibration,
@@ -397,13 +398,17 @@ def measure_scan(
                                                         (b - a, ny, nx))
         else:
             metrics, histograms, maps = _measure_store(store, spacing, cfg, crop, (ny, nx))
-            if cal is not None:  # density from whole arrays: not bounded yet
-                blk = store.read(0, store.shape[0])
-                bone_s, voi = blk.bone, blk.voi
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
 
-    if cal is not None:
+    if cal is not None and store is not None:
+        metrics.update(
+            density_metrics_chunked(
+                store, scan_window=window, gmax=scan.gmax, calibration=cal,
+                tmd_erosion_vox=cfg.tmd_erosion_vox, no_data_zero=src.no_data_zero,
+            )
+        )
+    elif cal is not None:
         metrics.update(
             density_metrics(
                 grey_s, bone_s, voi, scan_window=window, gmax=scan.gmax,
@@ -851,12 +856,15 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
     shape = (z1 - z0, ys.stop - ys.start, xs.stop - xs.start)
     store = None
     if store_voi is not None and math.prod(shape) > _CHUNKED_MEASURE_VOXELS:
-        store = _SlabStore(shape, store_voi, in_memory=math.prod(shape) <= _STORE_RAM_BYTES)
+        grey_dtype = np.dtype(scan.dtype) if want_grey else None
+        per_voxel = 1 + (grey_dtype.itemsize if grey_dtype is not None else 0)
+        store = _SlabStore(shape, store_voi, grey_dtype=grey_dtype,
+                           in_memory=math.prod(shape) * per_voxel <= _STORE_RAM_BYTES)
         logger.info("%s: VOI slab of %d x %d x %d voxels measured in z-blocks (%s)", scan.name,
                     *shape, "in memory" if store._mem is not None else "temporary file")
     bone_s = np.empty(shape, dtype=bool) if store is None else None
     region_s = np.empty(shape, dtype=bool) if store is None else None
-    grey_s = np.empty(shape, dtype=scan.dtype) if want_grey else None
+    grey_s = np.empty(shape, dtype=scan.dtype) if want_grey and store is None else None
     env_s = np.empty(shape, dtype=bool) if want_envelope else None
     wanted = {v: k for k, v in (axial_at or {}).items()}
     axials: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
@@ -878,7 +886,8 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
             reg = _femur._region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
             if store is not None:
                 store.write(t - z0, np.ascontiguousarray(b[:, ys, xs]),
-                            np.ascontiguousarray(reg[:, ys, xs]))
+                            np.ascontiguousarray(reg[:, ys, xs]),
+                            grey[t - s : u - s, ys, xs] if want_grey else None)
             else:
                 region_s[t - z0 : u - z0] = reg[:, ys, xs]
             if env_s is not None:
@@ -901,16 +910,25 @@ class _SlabStore:
     or in an unnamed temporary file (``TMPDIR``), written once in z order.
 
     As a :class:`~ctmorph.morphometry.zsource.ZSource` it reads ``bone``, the VOI (the region
-    on slices ``voi_z``) and the marrow space (the region) of any slice range.
+    on slices ``voi_z``) and the marrow space (the region) of any slice range. With
+    ``grey_dtype`` (calibrated scans) it also keeps the raw grey values, for
+    :meth:`read_grey`.
     """
 
     def __init__(self, shape: tuple[int, int, int], voi_z: tuple[int, int], *,
-                 in_memory: bool) -> None:
+                 in_memory: bool, grey_dtype: np.dtype | None = None) -> None:
         self._shape = tuple(int(s) for s in shape)
         self.voi_z = voi_z
         self._plane = self._shape[1] * self._shape[2]
         self._mem = np.empty(self._shape, dtype=np.uint8) if in_memory else None
         self._file = None if in_memory else tempfile.TemporaryFile(prefix="ctmorph-slab-")
+        self._grey_dtype = None if grey_dtype is None else np.dtype(grey_dtype)
+        self._grey_mem = self._grey_file = None
+        if self._grey_dtype is not None:
+            if in_memory:
+                self._grey_mem = np.empty(self._shape, dtype=self._grey_dtype)
+            else:
+                self._grey_file = tempfile.TemporaryFile(prefix="ctmorph-grey-")
         self._written = 0
         self.region_count = np.zeros(self._shape[0], dtype=np.int64)  # per slice
         self._ybox = [self._shape[1], 0]
@@ -920,10 +938,18 @@ class _SlabStore:
     def shape(self) -> tuple[int, int, int]:
         return self._shape  # type: ignore[return-value]
 
-    def write(self, z0: int, bone: np.ndarray, region: np.ndarray) -> None:
-        """Store slices ``[z0, z0 + len(bone))``; calls come in z order without gaps."""
+    def write(self, z0: int, bone: np.ndarray, region: np.ndarray,
+              grey: np.ndarray | None = None) -> None:
+        """Store slices ``[z0, z0 + len(bone))``; calls come in z order without gaps.
+        ``grey`` is required when the store keeps grey values, ignored otherwise."""
         if z0 != self._written:
             raise AssertionError(f"slab store written out of order ({z0} != {self._written})")
+        if self._grey_dtype is not None:
+            g = np.ascontiguousarray(grey, dtype=self._grey_dtype)
+            if self._grey_mem is not None:
+                self._grey_mem[z0:z0 + g.shape[0]] = g
+            else:
+                self._grey_file.write(g.data)
         packed = bone.view(np.uint8) | (region.view(np.uint8) << 1)
         z1 = z0 + packed.shape[0]
         self.region_count[z0:z1] = np.count_nonzero(region, axis=(1, 2))
@@ -947,6 +973,17 @@ class _SlabStore:
             return self._mem[z0:z1]
         self._file.seek(z0 * self._plane)
         raw = np.fromfile(self._file, dtype=np.uint8, count=(z1 - z0) * self._plane)
+        return raw.reshape(z1 - z0, *self._shape[1:])
+
+    def read_grey(self, z0: int, z1: int) -> np.ndarray:
+        """Raw grey values of slices ``[z0, z1)`` (a store made with ``grey_dtype``)."""
+        if self._grey_dtype is None:
+            raise ValueError("this slab store keeps no grey values")
+        if self._grey_mem is not None:
+            return self._grey_mem[z0:z1].copy()
+        self._grey_file.seek(z0 * self._plane * self._grey_dtype.itemsize)
+        raw = np.fromfile(self._grey_file, dtype=self._grey_dtype,
+                          count=(z1 - z0) * self._plane)
         return raw.reshape(z1 - z0, *self._shape[1:])
 
     def read_phase(self, z0: int, z1: int, kind: str) -> np.ndarray:
@@ -983,9 +1020,10 @@ class _SlabStore:
         return (int(zs[0]), int(zs[-1]) + 1, *self._ybox, *self._xbox)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._mem = None
+        for f in (self._file, self._grey_file):
+            if f is not None:
+                f.close()
+        self._mem = self._grey_mem = None
 
 
 def structure_metrics_chunked(src: ZSource, *, spacing: tuple[float, float, float],

@@ -42,7 +42,17 @@ def femur_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def results(femur_folder):
+def calibration_file(tmp_path_factory):
+    """A calibration line, so the rows carry BMD and TMD (density from the grey in the store)."""
+    from ctmorph.calibration import Calibration, save_calibration
+
+    path = tmp_path_factory.mktemp("cal") / "calibration.json"
+    return save_calibration(Calibration(slope=12.0, intercept=-0.2, r_squared=1.0), path)
+
+
+@pytest.fixture(scope="module")
+def results(femur_folder, calibration_file):
+    cfg = AnalysisConfig(**CFG, calibration=str(calibration_file))
     mp = pytest.MonkeyPatch()
     stores = []
     measure_store = pipeline._measure_store
@@ -53,11 +63,11 @@ def results(femur_folder):
 
     try:
         mp.setattr(pipeline, "_measure_store", spy)
-        in_memory = pipeline.measure_scan(femur_folder, AnalysisConfig(**CFG))
+        in_memory = pipeline.measure_scan(femur_folder, cfg)
         mp.setattr(pipeline, "_CHUNKED_MEASURE_VOXELS", 0)
-        packed_ram = pipeline.measure_scan(femur_folder, AnalysisConfig(**CFG))
+        packed_ram = pipeline.measure_scan(femur_folder, cfg)
         mp.setattr(pipeline, "_STORE_RAM_BYTES", 0)
-        packed_file = pipeline.measure_scan(femur_folder, AnalysisConfig(**CFG))
+        packed_file = pipeline.measure_scan(femur_folder, cfg)
     finally:
         mp.undo()
     assert stores == [True, False]  # the small slab in memory, then the two stores
@@ -79,6 +89,7 @@ def test_rows_equal(results, which):
     ref, got = results[0], results[which]
     assert set(ref.row) == set(got.row)
     assert ref.row["BV/TV"] > 1.0  # a real trabecular VOI
+    assert ref.row["TMD"] > ref.row["BMD"] > 0  # density measured (round ROI: grey 0 = no data)
     for key in ref.row:
         if key not in SKIP:
             _same(ref.row[key], got.row[key], key)
