@@ -3,15 +3,17 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_large_scan.py [--folder /tmp/ctmorph_large_scan]
-        [--slices 3000] [--size 700]
+        [--slices 3000] [--size 700] [--calibrated]
 
 The scan is generated once (cached in ``--folder``): a synthetic distal femur
 (:func:`ctmorph.phantoms.femur.make_femur`, ~4.2 mm) followed by proximal diaphysis slices (the
 femur's last, tube-like slice with fresh noise), written slice by slice so no full float volume
 is ever built. :func:`ctmorph.pipeline.measure_scan` then runs in a fresh subprocess, which
 reports its peak RSS (``ru_maxrss``), the peak reached by the end of each stage and the time
-of each stage. A tiny scan is analysed first in another process, so numba's compiled kernels
-are in its cache (as after any first run) and compilation memory is not counted.
+of each stage. ``--calibrated`` adds a calibration line, so BMD and TMD are measured too
+(the store then also keeps the slab's grey). A tiny scan is analysed first in another
+process, so numba's compiled kernels are in its cache (as after any first run) and
+compilation memory is not counted.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def hwm_mb():  # peak RSS so far (Linux)
 marks = []
 t0 = time.perf_counter()
 base = hwm_mb()
-res = measure_scan(sys.argv[1], AnalysisConfig(), threshold=float(sys.argv[2]),
+cfg = AnalysisConfig(calibration=sys.argv[3] or None)
+res = measure_scan(sys.argv[1], cfg, threshold=float(sys.argv[2]),
                    progress=lambda s: marks.append((s, time.perf_counter() - t0, hwm_mb())))
 total = time.perf_counter() - t0
 marks.append(("end", total, hwm_mb()))
@@ -52,7 +55,8 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
                   "seconds": round(total, 2), "stages": stages,
                   "ref_slice": res.row["ref_slice"], "voi": [res.row["voi_first_slice"],
                   res.row["voi_last_slice"]], "BV/TV": res.row["BV/TV"],
-                  "Tb.Th": res.row["Tb.Th"]}))
+                  "Tb.Th": res.row["Tb.Th"], "BMD": res.row.get("BMD"),
+                  "TMD": res.row.get("TMD")}))
 """
 
 
@@ -107,15 +111,23 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=3000)
     ap.add_argument("--size", type=int, default=700)
     ap.add_argument("--threshold", type=float, default=128.0)
+    ap.add_argument("--calibrated", action="store_true",
+                    help="measure BMD/TMD too (a fixed calibration line)")
     args = ap.parse_args()
     t = time.perf_counter()
     generate(args.folder, args.slices, args.size)
     print(f"scan ready in {time.perf_counter() - t:.0f} s: {args.folder}", flush=True)
+    cal = ""
+    if args.calibrated:
+        from ctmorph.calibration import Calibration, save_calibration
+
+        cal = str(save_calibration(Calibration(slope=12.0, intercept=-0.2, r_squared=1.0),
+                                   args.folder.parent / "calibration.json"))
     scan_mb = args.slices * args.size * args.size / 2**20
     # numba compiles each kernel on first use and caches it; a lab PC runs from that cache, so
     # warm it first (a tiny scan, in its own process) and measure a process that only loads it
     subprocess.run([sys.executable, "-c", WARM], check=True, capture_output=True, text=True)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(args.folder), str(args.threshold)],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(args.folder), str(args.threshold), cal],
                          check=True, capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["scan_mb"] = round(scan_mb, 1)
