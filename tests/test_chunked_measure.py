@@ -140,6 +140,37 @@ def test_store_reads_back_what_was_written(in_memory):
     store.close()
 
 
+@pytest.mark.parametrize("with_voi", [True, False])
+@pytest.mark.parametrize("with_space", [True, False])
+def test_array_source_phases_equal_its_blocks(with_voi, with_space):
+    bone, region = _slab(seed=3)
+    src = ArraySource(bone, region if with_voi else None, ~region if with_space else None)
+    for z0, z1 in ((0, 13), (2, 7), (5, 5)):
+        blk = src.read(z0, z1)  # the generic definitions, from whole blocks
+        want = {"bone": blk.bone, "voi": blk.voi, "marrow": blk.marrow_space & ~blk.bone,
+                "space": blk.marrow_space | blk.bone}
+        for kind in PHASES:
+            got = src.read_phase(z0, z1, kind)
+            assert got.dtype == bool and np.array_equal(got, want[kind]), kind
+            assert not np.shares_memory(got, bone), kind  # a new array, never a view
+
+
+@pytest.mark.parametrize("in_memory", [True, False], ids=["ram", "file"])
+def test_store_keeps_grey_when_asked(in_memory):
+    bone, region = _slab(seed=5)
+    grey = np.random.default_rng(5).integers(0, 65535, bone.shape).astype(np.uint16)
+    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=in_memory, grey_dtype=np.uint16)
+    for z0, z1 in ((0, 6), (6, 13)):
+        store.write(z0, bone[z0:z1].copy(), region[z0:z1].copy(), grey[z0:z1])
+    for z0, z1 in ((0, 13), (4, 9), (12, 13)):
+        got = store.read_grey(z0, z1)
+        assert got.dtype == np.uint16 and np.array_equal(got, grey[z0:z1])
+    store.close()
+    plain = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)
+    with pytest.raises(ValueError, match="keeps no grey"):
+        plain.read_grey(0, 1)
+
+
 def test_store_refuses_writes_out_of_order_and_empty_voi():
     bone, region = _slab()
     store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)

@@ -84,6 +84,24 @@ class ArraySource:
 
         return Block(part(self.bone), part(self.voi), part(self.marrow_space))
 
+    def read_phase(self, z0: int, z1: int, kind: str) -> np.ndarray:
+        """One mask of slices ``[z0, z1)`` (see :func:`read_phase`) without building the
+        others (no all-True VOI or marrow space when there is none)."""
+        bone = self.bone[z0:z1]
+        if kind == "bone":
+            return bone.copy()
+        if kind == "voi":
+            if self.voi is None:
+                return np.ones(bone.shape, dtype=bool)
+            return self.voi[z0:z1].copy()
+        if kind == "marrow":
+            return ~bone if self.marrow_space is None else self.marrow_space[z0:z1] & ~bone
+        if kind == "space":
+            if self.marrow_space is None:
+                return np.ones(bone.shape, dtype=bool)
+            return self.marrow_space[z0:z1] | bone
+        raise ValueError(f"unknown phase {kind!r}; expected one of {PHASES}")
+
     def voi_box(self) -> tuple[int, int, int, int, int, int]:
         if self.voi is None:
             nz, ny, nx = self.shape
