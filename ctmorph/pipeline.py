@@ -61,8 +61,10 @@ logger = logging.getLogger(__name__)
 #: (linear interpolation) would cost more than it gains.
 ALIGN_MIN_DEG = 3.0
 
-#: Stages reported to the progress callback, in order.
-STAGES = ("read", "growth plate", "voi", "measure")
+#: Stages reported to the progress callback, in order ("thickness": Tb.Th, Tb.Sp and Tb.N;
+#: "structure": Conn, SMI, DA, Tb.Pf, then density, the cortical VOI and the QC data). A pool
+#: worker re-divides numba's threads at each one.
+STAGES = ("read", "growth plate", "voi", "thickness", "structure")
 
 Progress = Callable[[str], None]
 
@@ -389,15 +391,15 @@ def measure_scan(
             )
         cortical_range = (c0, c1)
 
-    step("measure")
+    step("thickness")
     store = slab.store if slab is not None else None
     crop = slab.crop if slab is not None else (slice(0, ny), slice(0, nx))
     try:
         if store is None:
             metrics, histograms, maps = _measure_arrays(bone_s, voi, region, spacing, cfg, crop,
-                                                        (b - a, ny, nx))
+                                                        (b - a, ny, nx), step)
         else:
-            metrics, histograms, maps = _measure_store(store, spacing, cfg, crop, (ny, nx))
+            metrics, histograms, maps = _measure_store(store, spacing, cfg, crop, (ny, nx), step)
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
 
@@ -555,12 +557,15 @@ def measure_scan(
 def _measure_arrays(bone_s: np.ndarray, voi: np.ndarray, region: np.ndarray,
                     spacing: tuple[float, float, float], cfg: AnalysisConfig,
                     crop: tuple[slice, slice], full_shape: tuple[int, int, int],
+                    step: Progress,
                     ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """Trabecular and structure metrics, thickness histograms and (``save_maps``) maps of a
-    VOI held in memory (``bone_s``, ``voi``, ``region`` on the in-plane ``crop``)."""
+    VOI held in memory (``bone_s``, ``voi``, ``region`` on the in-plane ``crop``); ``step``
+    is told when the structure metrics start."""
     tb = trabecular_analysis(bone_s, voi, spacing=spacing, marrow_space=region,
                              convention=cfg.thickness_convention)
     metrics = dict(tb.metrics)
+    step("structure")
     metrics.update(structure_metrics(bone_s, voi, spacing=spacing))
     # the local-thickness maps the numbers came from, over the VOI's bounding box
     z0b, z1b, y0b, y1b, x0b, x1b = tb.box
@@ -583,7 +588,7 @@ def _measure_arrays(bone_s: np.ndarray, voi: np.ndarray, region: np.ndarray,
 
 
 def _measure_store(store: _SlabStore, spacing: tuple[float, float, float], cfg: AnalysisConfig,
-                   crop: tuple[slice, slice], plane: tuple[int, int],
+                   crop: tuple[slice, slice], plane: tuple[int, int], step: Progress,
                    ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """:func:`_measure_arrays` of a slab kept in a :class:`_SlabStore`, block by block: the
     same numbers (counts identical, means to float64 rounding) in bounded memory."""
@@ -601,6 +606,7 @@ def _measure_store(store: _SlabStore, spacing: tuple[float, float, float], cfg: 
 
     metrics = trabecular_chunked(store, spacing=spacing, convention=cfg.thickness_convention,
                                  on_chunk=on_chunk)
+    step("structure")
     metrics.update(structure_metrics_chunked(store, spacing=spacing))
     return metrics, {k: h.result() for k, h in hists.items()}, maps
 
