@@ -412,12 +412,12 @@ def test_config_roi_valid():
         (["--roi-offset-frac", "0.7", "--roi-height-frac", "0.4"], "must be <= 1"),
     ],
 )
-def test_cli_roi_usage_errors(tmp_path, args, match):
+def test_cli_roi_usage_errors(tmp_path, monkeypatch, args, match):
     mask = tmp_path / "m.tif"
     tifffile.imwrite(mask, np.ones((2, 3, 3), np.uint8))
     args = [str(mask) if a == "MASK" else a for a in args]
-    with CliRunner().isolated_filesystem(temp_dir=tmp_path):
-        res = CliRunner().invoke(cli, ["analyze", str(tmp_path), "-o", "out", *args])
+    monkeypatch.chdir(tmp_path)  # "out" and "missing.tif" are relative to it
+    res = CliRunner().invoke(cli, ["analyze", str(tmp_path), "-o", "out", *args])
     assert res.exit_code == 2, res.output
     errors = [line for line in res.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and match in errors[0], res.output
@@ -453,17 +453,18 @@ def test_cli_roi_envelope_lattice_core(tmp_path):
     assert row["BV/TV"] == pytest.approx(truth, rel=0.07)
 
 
-def test_cli_roi_mask(tmp_path):
+def test_cli_roi_mask(tmp_path, monkeypatch):
     # plates of 4 voxels with 8-voxel gaps along z: BV/TV = 4/12 in any box spanning whole
     # periods in z
     vol = plates((48, 40, 40), thickness=4, gap=8, axis=0)
     write_nrecon_folder(tmp_path / "plates", grey_from_mask(vol, seed=2), voxel_size_um=10.0)
     m = np.zeros(vol.shape, np.uint8)
     m[12:36, 8:32, 10:30] = 1
-    with CliRunner().isolated_filesystem(temp_dir=tmp_path):  # relative mask path: the CWD
-        tifffile.imwrite("m.tif", m)
-        row = _run([str(tmp_path / "plates"), "-o", str(tmp_path / "out"), "--group", "g",
-                    "--roi-mask", "m.tif", "--threshold", "130", "--no-qc"]).iloc[0]
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # a relative mask path is relative to the CWD
+    tifffile.imwrite("m.tif", m)
+    row = _run([str(tmp_path / "plates"), "-o", str(tmp_path / "out"), "--group", "g",
+                "--roi-mask", "m.tif", "--threshold", "130", "--no-qc"]).iloc[0]
     assert row["status"] == "ok" and row["roi"] == "mask"
     assert row["TV"] == pytest.approx(m.sum() * 0.01**3, rel=1e-9)  # voxel counting
     assert row["BV/TV"] == pytest.approx(100 * vol[m != 0].mean(), abs=1.0)
