@@ -739,7 +739,7 @@ def _growth_plate_from_profiles(
         margin_mm=margin_mm,
     )
     logger.info(
-        "growth plate: slices %d..%d (%.2f mm), reference slice %d",
+        "growth plate: slices %d (distal) to %d (proximal), %.2f mm; reference slice %d",
         gp.distal_index, gp.proximal_index, gp.thickness_mm, gp.ref_index,
     )
     return gp
