@@ -867,7 +867,7 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
         store = _SlabStore(shape, store_voi, grey_dtype=grey_dtype,
                            in_memory=math.prod(shape) * per_voxel <= _STORE_RAM_BYTES)
         logger.info("%s: VOI slab of %d x %d x %d voxels measured in z-blocks (%s)", scan.name,
-                    *shape, "in memory" if store._mem is not None else "temporary file")
+                    *shape, "in memory" if store.in_memory else "temporary file")
     bone_s = np.empty(shape, dtype=bool) if store is None else None
     region_s = np.empty(shape, dtype=bool) if store is None else None
     grey_s = np.empty(shape, dtype=scan.dtype) if want_grey and store is None else None
@@ -911,6 +911,43 @@ _CHUNKED_MEASURE_VOXELS = 48_000_000
 _STORE_RAM_BYTES = 64 * 2**20
 
 
+class _Planes:
+    """Slices of one dtype, written once in z order, kept in memory or in an unnamed
+    temporary file (``TMPDIR``); :meth:`read` returns any slice range."""
+
+    def __init__(self, shape: tuple[int, int, int], dtype: np.dtype, *, in_memory: bool,
+                 prefix: str) -> None:
+        self._shape = shape
+        self._dtype = np.dtype(dtype)
+        self._mem = np.empty(shape, dtype=self._dtype) if in_memory else None
+        self._file = None if in_memory else tempfile.TemporaryFile(prefix=prefix)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._mem is not None
+
+    def write(self, z0: int, planes: np.ndarray) -> None:
+        """Store slices ``[z0, z0 + len(planes))``, right after the last ones written."""
+        if self._mem is not None:
+            self._mem[z0:z0 + planes.shape[0]] = planes
+        else:
+            self._file.write(np.ascontiguousarray(planes, dtype=self._dtype).data)
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        """Slices ``[z0, z1)``: a view when in memory, a fresh array from the file."""
+        if self._mem is not None:
+            return self._mem[z0:z1]
+        plane = self._shape[1] * self._shape[2]
+        self._file.seek(z0 * plane * self._dtype.itemsize)
+        raw = np.fromfile(self._file, dtype=self._dtype, count=(z1 - z0) * plane)
+        return raw.reshape(z1 - z0, *self._shape[1:])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._mem = None
+
+
 class _SlabStore:
     """The VOI slab, one byte per voxel (bit 0 bone, bit 1 endocortical region), in memory
     or in an unnamed temporary file (``TMPDIR``), written once in z order.
@@ -925,20 +962,18 @@ class _SlabStore:
                  in_memory: bool, grey_dtype: np.dtype | None = None) -> None:
         self._shape = tuple(int(s) for s in shape)
         self.voi_z = voi_z
-        self._plane = self._shape[1] * self._shape[2]
-        self._mem = np.empty(self._shape, dtype=np.uint8) if in_memory else None
-        self._file = None if in_memory else tempfile.TemporaryFile(prefix="ctmorph-slab-")
-        self._grey_dtype = None if grey_dtype is None else np.dtype(grey_dtype)
-        self._grey_mem = self._grey_file = None
-        if self._grey_dtype is not None:
-            if in_memory:
-                self._grey_mem = np.empty(self._shape, dtype=self._grey_dtype)
-            else:
-                self._grey_file = tempfile.TemporaryFile(prefix="ctmorph-grey-")
+        self._packed = _Planes(self._shape, np.uint8, in_memory=in_memory,
+                               prefix="ctmorph-slab-")
+        self._grey = None if grey_dtype is None else _Planes(
+            self._shape, grey_dtype, in_memory=in_memory, prefix="ctmorph-grey-")
         self._written = 0
         self.region_count = np.zeros(self._shape[0], dtype=np.int64)  # per slice
         self._ybox = [self._shape[1], 0]
         self._xbox = [self._shape[2], 0]
+
+    @property
+    def in_memory(self) -> bool:
+        return self._packed.in_memory
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -950,12 +985,8 @@ class _SlabStore:
         ``grey`` is required when the store keeps grey values, ignored otherwise."""
         if z0 != self._written:
             raise AssertionError(f"slab store written out of order ({z0} != {self._written})")
-        if self._grey_dtype is not None:
-            g = np.ascontiguousarray(grey, dtype=self._grey_dtype)
-            if self._grey_mem is not None:
-                self._grey_mem[z0:z0 + g.shape[0]] = g
-            else:
-                self._grey_file.write(g.data)
+        if self._grey is not None:
+            self._grey.write(z0, grey)
         packed = bone.view(np.uint8) | (region.view(np.uint8) << 1)
         z1 = z0 + packed.shape[0]
         self.region_count[z0:z1] = np.count_nonzero(region, axis=(1, 2))
@@ -968,34 +999,20 @@ class _SlabStore:
                 y, x = self._ybox, self._xbox
                 self._ybox = [min(y[0], int(rows[0])), max(y[1], int(rows[-1]) + 1)]
                 self._xbox = [min(x[0], int(cols[0])), max(x[1], int(cols[-1]) + 1)]
-        if self._mem is not None:
-            self._mem[z0:z1] = packed
-        else:
-            self._file.write(np.ascontiguousarray(packed).data)
+        self._packed.write(z0, packed)
         self._written = z1
-
-    def _raw(self, z0: int, z1: int) -> np.ndarray:
-        if self._mem is not None:
-            return self._mem[z0:z1]
-        self._file.seek(z0 * self._plane)
-        raw = np.fromfile(self._file, dtype=np.uint8, count=(z1 - z0) * self._plane)
-        return raw.reshape(z1 - z0, *self._shape[1:])
 
     def read_grey(self, z0: int, z1: int) -> np.ndarray:
         """Raw grey values of slices ``[z0, z1)`` (a store made with ``grey_dtype``)."""
-        if self._grey_dtype is None:
+        if self._grey is None:
             raise ValueError("this slab store keeps no grey values")
-        if self._grey_mem is not None:
-            return self._grey_mem[z0:z1].copy()
-        self._grey_file.seek(z0 * self._plane * self._grey_dtype.itemsize)
-        raw = np.fromfile(self._grey_file, dtype=self._grey_dtype,
-                          count=(z1 - z0) * self._plane)
-        return raw.reshape(z1 - z0, *self._shape[1:])
+        grey = self._grey.read(z0, z1)
+        return grey.copy() if self._grey.in_memory else grey
 
     def read_phase(self, z0: int, z1: int, kind: str) -> np.ndarray:
         """One mask of slices ``[z0, z1)`` (see :func:`~ctmorph.morphometry.zsource.read_phase`),
         built from the packed bytes without the others."""
-        raw = self._raw(z0, z1)
+        raw = self._packed.read(z0, z1)
         if kind == "bone":
             return (raw & 1).view(bool)
         if kind == "marrow":
@@ -1014,7 +1031,7 @@ class _SlabStore:
         return region
 
     def read(self, z0: int, z1: int) -> Block:
-        raw = self._raw(z0, z1)
+        raw = self._packed.read(z0, z1)
         region = (raw >> 1).view(bool)
         return Block((raw & 1).view(bool), self._voi(region.copy(), z0, z1), region)
 
@@ -1026,10 +1043,9 @@ class _SlabStore:
         return (int(zs[0]), int(zs[-1]) + 1, *self._ybox, *self._xbox)
 
     def close(self) -> None:
-        for f in (self._file, self._grey_file):
-            if f is not None:
-                f.close()
-        self._mem = self._grey_mem = None
+        self._packed.close()
+        if self._grey is not None:
+            self._grey.close()
 
 
 def structure_metrics_chunked(src: ZSource, *, spacing: tuple[float, float, float],

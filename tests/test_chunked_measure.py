@@ -58,7 +58,7 @@ def results(femur_folder, calibration_file):
     measure_store = pipeline._measure_store
 
     def spy(store, *args, **kwargs):
-        stores.append(store._mem is not None)
+        stores.append(store.in_memory)
         return measure_store(store, *args, **kwargs)
 
     try:
