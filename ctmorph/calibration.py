@@ -136,7 +136,11 @@ def scan_window(scan: Scan) -> tuple[float, float]:
         ``(cs_min, cs_max)``: attenuation (NRecon CS units) at grey 0 and at ``scan.gmax``.
     """
     if scan.cs_window is None:
-        why = "its log has no" if scan.log is not None else "no reconstruction log, so no"
+        if scan.log is not None:
+            why = "its log has no"
+        else:
+            reason = f" ({scan.no_log_reason})" if scan.no_log_reason else ""
+            why = f"has no reconstruction log{reason}, so no"
         raise CalibrationError(
             f"{scan.path}: {why} 'Minimum/Maximum for CS to Image Conversion' window; cannot "
             "convert its grey values to density"
@@ -500,13 +504,28 @@ def load_calibration(path: StrPath) -> Calibration:
     return Calibration.from_dict(data, source=str(path))
 
 
-def parse_densities(text: str | Iterable[float]) -> tuple[float, ...]:
+def parse_densities(
+    text: str | Iterable[float], *, folders: int | None = None
+) -> tuple[float, ...]:
     """``"0.25,0.75"`` (or numbers) -> ``(0.25, 0.75)``, g/cm³ HA.
+
+    Parameters
+    ----------
+    text : str or iterable of float
+        Densities separated by commas, or the numbers.
+    folders : int, optional
+        The number of phantom folders the densities are for: each holds at least one rod, so
+        it needs at least one density.
+
+    Returns
+    -------
+    tuple of float
 
     Raises
     ------
     CalibrationError
-        If a value is not a finite number >= 0, or fewer than two are given.
+        If a value is not a finite number >= 0, there are fewer densities than ``folders``
+        (``2 phantom folders but 1 density given (--densities 0.25)``), or fewer than two.
     """
     items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
     values = []
@@ -520,6 +539,12 @@ def parse_densities(text: str | Iterable[float]) -> tuple[float, ...]:
         if not (math.isfinite(value) and value >= 0):
             raise CalibrationError(f"densities must be finite and >= 0 g/cm³ HA, got {item!r}")
         values.append(value)
+    if folders is not None and len(values) < folders:
+        given = ",".join(f"{v:g}" for v in values)
+        raise CalibrationError(
+            f"{folders} phantom folder{'s' if folders != 1 else ''} but {len(values)} "
+            f"densit{'y' if len(values) == 1 else 'ies'} given (--densities {given})"
+        )
     if len(values) < 2:
         raise CalibrationError(
             f"a calibration line needs at least two rod densities, got {len(values)}"
@@ -1122,7 +1147,7 @@ def calibrate(
         phantom_dirs = [phantom_dirs]
     if not phantom_dirs:
         raise CalibrationError("no phantom folder given")
-    densities = parse_densities(densities)
+    densities = parse_densities(densities, folders=len(phantom_dirs))
     scans = [read_scan(d) for d in phantom_dirs]
     for scan in scans:
         scan_window(scan)

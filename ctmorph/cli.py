@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +16,27 @@ import click
 
 from . import __version__
 from .config import ROI_MODES, THICKNESS_CONVENTIONS, AnalysisConfig
-from .errors import CtmorphError
+from .errors import CalibrationError, ConfigError, CtmorphError
 
 logger = logging.getLogger("ctmorph")
+
+
+class _RunLogFile(logging.FileHandler):
+    """The run log ``OUT/ctmorph.log``. When the disk fills up it stops writing and says so
+    once on stderr, instead of printing a logging traceback for every record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) and self.stream is not None:
+            why = exc.strerror or str(exc)
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None
+            self.setLevel(logging.CRITICAL + 1)  # write nothing more
+            print(f"WARNING: {self.baseFilename}: cannot write the run log: {why}",
+                  file=sys.stderr)
+            return
+        super().handleError(record)
 
 
 def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
@@ -29,8 +50,13 @@ def _setup_logging(verbose: bool, log_file: Path | None = None) -> None:
     for noisy in ("numba", "matplotlib", "PIL", "tifffile", "fontTools", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        from ._atomic import ensure_output_dir, output_error
+
+        ensure_output_dir(log_file.parent)  # a file in the way, read-only: one clear error
+        try:
+            fh = _RunLogFile(log_file, mode="a", encoding="utf-8")
+        except OSError as exc:
+            raise output_error(log_file, exc) from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         fh.setLevel(logging.DEBUG)
         root.addHandler(fh)
@@ -72,27 +98,79 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _parse_threshold(ctx, param, value: str) -> float | str:
-    if value.lower() == "otsu":
-        return "otsu"
-    try:
-        return float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a grey value or 'otsu', got {value!r}") from None
+class _Number(click.ParamType):
+    """A finite float, optionally bounded: the type of every numeric option.
+
+    ``click.FloatRange`` lets ``nan`` through (every comparison with it is false) and accepts
+    ``inf``; this one refuses both, so a wrong number is a usage error (exit 2) naming the
+    option as typed, never a library error naming a setting.
+    """
+
+    name = "float"
+
+    def __init__(
+        self, min: float | None = None, max: float | None = None, *, min_open: bool = False,
+        max_open: bool = False, what: str | None = None,
+    ) -> None:
+        self.min, self.max, self.min_open, self.max_open = min, max, min_open, max_open
+        self.what = what or self._describe()
+
+    def _describe(self) -> str:
+        lo, hi = self.min, self.max
+        if lo is not None and hi is not None:
+            return (f"a finite number in {'(' if self.min_open else '['}{lo:g}, "
+                    f"{hi:g}{')' if self.max_open else ']'}")
+        if lo is not None:
+            return f"a finite number {'>' if self.min_open else '>='} {lo:g}"
+        if hi is not None:
+            return f"a finite number {'<' if self.max_open else '<='} {hi:g}"
+        return "a finite number"
+
+    def _in_range(self, x: float) -> bool:
+        lo, hi = self.min, self.max
+        return ((lo is None or (x > lo if self.min_open else x >= lo))
+                and (hi is None or (x < hi if self.max_open else x <= hi)))
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not (math.isfinite(x) and self._in_range(x)):
+            self.fail(f"expected {self.what}, got {value!r}", param, ctx)
+        return x
 
 
-def _parse_percent(ctx, param, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        pct = float(value)
-    except ValueError:
-        pct = float("nan")
-    if not (0 < pct < 50):  # also rejects nan
-        raise click.BadParameter(
-            f"expected a percentage between 0 and 50 (exclusive), got {value!r}"
-        )
-    return pct
+class _GreyThreshold(_Number):
+    """``otsu`` or a grey value (finite, >= 0)."""
+
+    name = "threshold"
+
+    def __init__(self) -> None:
+        super().__init__(0, what="a grey value or 'otsu' (grey values are finite and >= 0)")
+
+    def convert(self, value, param, ctx) -> float | str:
+        if isinstance(value, str) and value.strip().lower() == "otsu":
+            return "otsu"
+        return super().convert(value, param, ctx)
+
+
+class _InputFile(click.Path):
+    """An existing, non-empty file (a folder, a missing or a 0-byte file: exit 2)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx) -> Path:
+        path = super().convert(value, param, ctx)
+        if os.path.getsize(path) == 0:
+            self.fail(f"File {click.format_filename(path)!r} is empty (0 bytes).", param, ctx)
+        return path
+
+
+FINITE = _Number()
+NON_NEGATIVE = _Number(0)
+POSITIVE = _Number(0, min_open=True)
 
 
 def _progress_factory():
@@ -148,9 +226,10 @@ class _RunProgress:
 
             self.bar = tqdm(total=n_scans, desc="scans", unit="scan", file=sys.stderr)
 
-    def scan_done(self, row: dict) -> None:
+    def scan_done(self, row: dict, seconds: float) -> None:
+        """One finished scan: its row and wall-clock seconds."""
         self.done += 1
-        secs = f" in {row['seconds']:.1f} s" if row.get("seconds") else ""
+        secs = f" in {seconds:.1f} s" if seconds == seconds else ""  # NaN: its worker died
         logger.info("[%d/%d] %s: %s%s", self.done, self.total, row["scan"], row["status"], secs)
         if self.bar is not None:
             self.bar.update(1)
@@ -211,13 +290,50 @@ def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
     return roi
 
 
+def _check_threshold_options(ctx, calibration, threshold_density, threshold_attenuation) -> None:
+    """At most one way of stating the threshold (exit 2 on a conflict)."""
+    threshold_given = ctx.get_parameter_source("threshold") != click.core.ParameterSource.DEFAULT
+    if threshold_density is not None:
+        if calibration is None:
+            raise click.UsageError("--threshold-density needs --calibration")
+        if threshold_given:
+            raise click.UsageError("give either --threshold or --threshold-density, not both")
+    if threshold_attenuation is not None:
+        if threshold_given:
+            raise click.UsageError("give either --threshold or --threshold-attenuation, not both")
+        if threshold_density is not None:
+            raise click.UsageError(
+                "give either --threshold-density or --threshold-attenuation, not both"
+            )
+
+
+def _require_distributed() -> None:
+    """--scheduler needs the optional Dask package: one line (exit 1) before anything is made."""
+    if importlib.util.find_spec("distributed") is None:
+        from .distributed import INSTALL_HINT
+
+        raise click.ClickException(
+            f"--scheduler runs the scans on a Dask cluster, which needs the optional "
+            f"'distributed' package: {INSTALL_HINT}"
+        )
+
+
+def _make_config(**settings) -> AnalysisConfig:
+    """The analysis settings; the options are checked already, so a refusal here is a usage
+    error all the same (exit 2), never a failed run."""
+    try:
+        return AnalysisConfig(**settings)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @cli.command()
 @click.argument("scan_dirs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path),
               help="Output folder (required unless --dry-run).")
-@click.option("--groups", "groups_csv", type=click.Path(path_type=Path),
-              help="CSV with columns scan,group.")
-@click.option("--manifest", "manifest_csv", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--groups", "groups_csv", type=_InputFile(),
+              help="CSV with columns scan,group (UTF-8, or UTF-16 as Excel's Unicode text).")
+@click.option("--manifest", "manifest_csv", type=_InputFile(),
               help="Study CSV: scan (folder, relative to the manifest), group and optional "
                    "per-scan roi_offset_mm, roi_height_mm, distal_end, voxel_size_um, "
                    "cortical_offset_mm, cortical_height_mm (instead of SCAN_DIR... and --groups).")
@@ -225,7 +341,8 @@ def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
               help="Only validate every scan from its log and slice headers, one line each; "
                    "writes nothing (exit 1 if any scan is invalid).")
 @click.option("--group", "group", help="One group label for every scan.")
-@click.option("--threshold", default="otsu", show_default=True, callback=_parse_threshold,
+@click.option("--threshold", type=_GreyThreshold(), default="otsu", show_default=True,
+              metavar="GREY|otsu",
               help="Global grey threshold, or 'otsu' on the pooled histogram of all scans.")
 @click.option("--roi", type=click.Choice(list(ROI_MODES)), default="auto", show_default=True,
               help="auto: growth-plate referenced trabecular VOI; full: the whole volume; "
@@ -234,40 +351,46 @@ def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
 @click.option("--roi-mask", "roi_mask", type=click.Path(exists=True, path_type=Path),
               help="VOI mask: a multi-page TIFF or a folder of TIFF slices, the scan's shape, "
                    "nonzero inside (implies --roi mask).")
-@click.option("--roi-offset-frac", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--roi-offset-frac", type=_Number(0, 1, max_open=True),
               help="VOI start proximal of the growth-plate reference as a fraction of the "
                    "bone length (--roi auto; the scan must hold the whole bone; replaces "
                    "--roi-offset-mm).")
-@click.option("--roi-height-frac", type=click.FloatRange(0, 1, min_open=True),
+@click.option("--roi-height-frac", type=_Number(0, 1, min_open=True),
               help="VOI length as a fraction of bone length (replaces --roi-height-mm).")
-@click.option("--roi-offset-mm", type=float, default=1.0, show_default=True,
+@click.option("--roi-offset-mm", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="VOI start proximal of the growth-plate reference (mm).")
-@click.option("--roi-height-mm", type=float, default=2.0, show_default=True,
+@click.option("--roi-height-mm", type=POSITIVE, default=2.0, show_default=True,
               help="VOI length (mm).")
 @click.option("--distal-end", type=click.Choice(["auto", "first", "last"]), default="auto",
               show_default=True, help="Which end of the stack is distal.")
 @click.option("--align", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="auto: resample a femur tilted >= 3° in slices perpendicular to its axis "
                    "(the angle is reported either way); off: use the slices as they are.")
-@click.option("--voxel-size", "voxel_size", type=float,
+@click.option("--voxel-size", "voxel_size", type=POSITIVE,
               help="Voxel size in µm (for TIFF stacks without a log; overrides the log).")
-@click.option("--smooth-sigma", type=float, default=1.0, show_default=True,
+@click.option("--smooth-sigma", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Gaussian smoothing sigma before thresholding (voxels).")
 @click.option("--thickness-convention", type=click.Choice(THICKNESS_CONVENTIONS),
               default="corrected", show_default=True,
               help="Local thickness convention (see README, 'Definitions').")
-@click.option("--calibration", type=click.Path(path_type=Path, dir_okay=False),
+@click.option("--calibration", type=_InputFile(),
               help="CALIB.json from 'ctmorph calibrate': adds BMD and TMD (g/cm³ HA).")
-@click.option("--threshold-density", type=float,
+@click.option("--threshold-density", type=FINITE,
               help="Global threshold in g/cm³ HA (needs --calibration; replaces --threshold).")
-@click.option("--tmd-erosion-vox", type=float, default=1.0, show_default=True,
+@click.option("--threshold-attenuation", metavar="MU", type=FINITE,
+              help="Global threshold in attenuation (NRecon CS units, as in the log's "
+                   "CS-to-image window), converted to grey per scan through its own window "
+                   "(replaces --threshold).")
+@click.option("--tmd-erosion-vox", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="TMD leaves out bone within this many voxels of the surface.")
 @click.option("--strict", is_flag=True,
-              help="Fail scans whose reconstruction settings differ from the calibration's.")
-@click.option("--cortical-offset-mm", type=float,
+              help="Fail instead of warning: scans whose reconstruction settings differ from "
+                   "the calibration's, and groups-file rows naming scans that are not in the "
+                   "run.")
+@click.option("--cortical-offset-mm", type=NON_NEGATIVE,
               help="Also measure cortical bone in a diaphyseal VOI this far proximal of the "
                    "growth-plate reference (mm).")
-@click.option("--cortical-height-mm", type=float, default=1.0, show_default=True,
+@click.option("--cortical-height-mm", type=POSITIVE, default=1.0, show_default=True,
               help="Length of the cortical VOI (mm).")
 @click.option("--save-maps", is_flag=True,
               help="Write thickness/separation maps of the VOI (TIFF, mm) for Fiji.")
@@ -276,11 +399,17 @@ def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
               help="Scans analysed in parallel processes  [default: the usable cores]")
 @click.option("--force", is_flag=True,
               help="Recompute every scan (by default unchanged finished scans are reused).")
+@click.option("--verify-inputs", is_flag=True,
+              help="Before reusing a finished scan, compare the content hash of its files with "
+                   "the stored one (slower; by default a scan is unchanged when its file names, "
+                   "sizes and modification times are).")
 @click.option("--scheduler", metavar="ADDRESS", envvar="DASK_SCHEDULER_ADDRESS",
               help="Run the scans on a Dask cluster: tcp://HOST:PORT, tls://HOST:PORT or a "
                    "scheduler file (default $DASK_SCHEDULER_ADDRESS; needs "
                    "ctmorph[distributed]; see docs/cluster.md).")
-@click.option("--sensitivity", metavar="PCT", callback=_parse_percent,
+@click.option("--sensitivity", metavar="PCT",
+              type=_Number(0, 50, min_open=True, max_open=True,
+                            what="a percentage between 0 and 50 (exclusive)"),
               help="Also analyse every successful scan at the threshold × (1 ± PCT/100) into "
                    "OUT/sensitivity/ and write OUT/sensitivity.csv; 'ctmorph report' then "
                    "says whether the group conclusions hold (0 < PCT < 50).")
@@ -289,12 +418,12 @@ def _check_roi_options(ctx, roi, roi_mask, offset_frac, height_frac) -> str:
 def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, threshold, roi,
             roi_mask, roi_offset_frac, roi_height_frac, roi_offset_mm,
             roi_height_mm, distal_end, align, voxel_size, smooth_sigma, thickness_convention,
-            calibration, threshold_density, tmd_erosion_vox, strict, cortical_offset_mm,
-            cortical_height_mm, save_maps, no_qc, jobs, force, scheduler,
-            sensitivity) -> None:
+            calibration, threshold_density, threshold_attenuation, tmd_erosion_vox, strict,
+            cortical_offset_mm, cortical_height_mm, save_maps, no_qc, jobs, force,
+            verify_inputs, scheduler, sensitivity) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
-    from .batch import check_study, default_jobs, read_groups, run_analysis
-    from .manifest import read_manifest
+    from .batch import check_study, default_jobs, run_analysis
+    from .manifest import read_groups, read_manifest
 
     if groups_csv is not None and group is not None:
         raise click.UsageError("give either --groups or --group, not both")
@@ -309,14 +438,15 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
         raise click.UsageError("Missing option '-o' / '--out'.")
     if scheduler and jobs is not None and jobs > 1:
         raise click.UsageError("give either --jobs or --scheduler, not both")
-    jobs = jobs or (1 if scheduler else default_jobs())
     roi = _check_roi_options(ctx, roi, roi_mask, roi_offset_frac, roi_height_frac)
-    if threshold_density is not None:
-        if calibration is None:
-            raise click.UsageError("--threshold-density needs --calibration")
-        if ctx.get_parameter_source("threshold") != click.core.ParameterSource.DEFAULT:
-            raise click.UsageError("give either --threshold or --threshold-density, not both")
-    config = AnalysisConfig(
+    if cortical_offset_mm is not None and roi != "auto":
+        raise click.UsageError(f"--cortical-offset-mm places a VOI from the growth plate: needs "
+                               f"--roi auto, got --roi {roi}")
+    _check_threshold_options(ctx, calibration, threshold_density, threshold_attenuation)
+    if scheduler and not dry_run:
+        _require_distributed()
+    jobs = jobs or (1 if scheduler else default_jobs())
+    config = _make_config(
         threshold=threshold,
         roi=roi,
         roi_offset_mm=roi_offset_mm,
@@ -331,6 +461,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
         voxel_size_um=voxel_size,
         calibration=str(calibration.resolve()) if calibration else None,
         threshold_density=threshold_density,
+        threshold_attenuation=threshold_attenuation,
         tmd_erosion_vox=tmd_erosion_vox,
         strict_calibration=strict,
         save_maps=save_maps,
@@ -344,7 +475,8 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
     groups = read_groups(groups_csv) if groups_csv is not None else None
     manifest = read_manifest(manifest_csv, config) if manifest_csv is not None else None
     if dry_run:
-        checks = check_study(scan_dirs, config, manifest=manifest, groups=groups, group=group)
+        checks = check_study(scan_dirs, config, manifest=manifest, groups=groups, group=group,
+                             strict=strict)
         _echo_checks(checks)
         if not all(c.ok for c in checks):
             ctx.exit(1)
@@ -357,13 +489,21 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
                 scan_dirs, out, config, manifest=manifest, groups=groups, group=group,
                 progress_factory=display.stage_factory, write_qc=not no_qc, jobs=jobs,
                 force=force, scheduler=scheduler, on_start=display.start,
-                on_scan_done=display.scan_done, tune_allocator=True,
+                on_scan_done=display.scan_done, tune_allocator=True, strict=strict,
+                verify_inputs=verify_inputs,
             )
         finally:
             display.close()
     _echo_scan_times(summary)
-    thr = (f"threshold {summary.threshold:g} grey, {summary.threshold_method}"
-           if summary.threshold is not None else "no threshold")
+    att = summary.threshold_attenuation
+    if summary.threshold is not None:
+        thr = f"threshold {summary.threshold:g} grey" + (f" = {att:.6g} attenuation"
+                                                         if att is not None else "")
+    elif att is not None:
+        thr = f"threshold {att:.6g} attenuation (each scan's own grey value)"
+    else:
+        thr = "threshold per scan"
+    thr += f", {summary.threshold_method}"
     reused = f", {summary.reused} unchanged and reused" if summary.reused else ""
     click.echo(
         f"{summary.n_ok} of {len(summary.rows)} scans ok in {summary.seconds:.1f} s "
@@ -386,7 +526,8 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
                     scan_dirs, out, config, summary, percent=sensitivity, manifest=manifest,
                     groups=groups, group=group, jobs=jobs, force=force, scheduler=scheduler,
                     progress_factory=sens_display.stage_factory, on_start=sens_start,
-                    on_scan_done=sens_display.scan_done,
+                    on_scan_done=sens_display.scan_done, strict=strict,
+                    verify_inputs=verify_inputs,
                 )
             finally:
                 sens_display.close()
@@ -411,7 +552,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
               help="Disease-model group (e.g. OVX): # marks and % of its effect prevented.")
 @click.option("--nonparametric", is_flag=True,
               help="Also run Kruskal-Wallis + Dunn (Holm) and use them for the marks.")
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+@click.option("--alpha", type=_Number(0, 1, min_open=True, max_open=True),
               default=0.05, show_default=True, help="Significance level.")
 @click.option("--excel/--no-excel", default=True, show_default=True,
               help="Also write report/report.xlsx.")
@@ -436,9 +577,9 @@ def report(ctx, out, control, model, nonparametric, alpha, excel, figures) -> No
                    "folder holding several rods takes them in increasing order.")
 @click.option("-o", "--out", "out", required=True,
               type=click.Path(path_type=Path, dir_okay=False), help="CALIB.json to write.")
-@click.option("--core-fraction", type=float, default=0.6, show_default=True,
+@click.option("--core-fraction", type=_Number(0, 1, min_open=True), default=0.6, show_default=True,
               help="Part of each rod's inscribed radius used as its core.")
-@click.option("--edge-margin-vox", type=float, default=3.0, show_default=True,
+@click.option("--edge-margin-vox", type=NON_NEGATIVE, default=3.0, show_default=True,
               help="Minimum distance of the core from the rod edge (voxels).")
 @click.pass_context
 @_handle_errors
@@ -447,8 +588,12 @@ def calibrate(ctx, phantom_dirs, densities, out, core_fraction, edge_margin_vox)
     from .calibration import calibrate as fit
     from .calibration import parse_densities, save_calibration
 
+    try:
+        values = parse_densities(densities, folders=len(phantom_dirs))
+    except CalibrationError as exc:
+        raise click.BadParameter(str(exc), ctx, _param(ctx, "densities")) from None
     cal = fit(
-        list(phantom_dirs), parse_densities(densities), core_fraction=core_fraction,
+        list(phantom_dirs), values, core_fraction=core_fraction,
         edge_margin_vox=edge_margin_vox, qc_dir=out.with_name(out.stem + "_qc"),
     )
     save_calibration(cal, out)
@@ -458,7 +603,7 @@ def calibrate(ctx, phantom_dirs, densities, out, core_fraction, edge_margin_vox)
 
 @cli.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.option("--seed", type=int, default=2026, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=2026, show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing when the study is already there.")
 @click.pass_context
 @_handle_errors
@@ -475,7 +620,7 @@ def samples(ctx, directory, seed, if_missing) -> None:
 
 @cli.command()
 @click.argument("scan_dir", type=click.Path(path_type=Path))
-@click.option("--voxel-size", "voxel_size", type=float, help="Voxel size in µm (no log).")
+@click.option("--voxel-size", "voxel_size", type=POSITIVE, help="Voxel size in µm (no log).")
 @click.pass_context
 @_handle_errors
 def inspect(ctx, scan_dir, voxel_size) -> None:
@@ -494,9 +639,14 @@ def inspect(ctx, scan_dir, voxel_size) -> None:
             click.echo(f"{k.ljust(width)}  {v}")
 
 
+def _param(ctx: click.Context, name: str) -> click.Parameter:
+    """The command's parameter ``name`` (for errors that name the option as typed)."""
+    return next(p for p in ctx.command.params if p.name == name)
+
+
 def _sample_study_complete(directory: Path) -> bool:
     """True when ``groups.csv`` lists scans that all exist as folders with a log."""
-    from .batch import read_groups
+    from .manifest import read_groups
 
     groups_csv = Path(directory) / "groups.csv"
     if not groups_csv.is_file():

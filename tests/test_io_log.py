@@ -225,3 +225,17 @@ def test_binary_file_is_not_a_log(tmp_path: Path) -> None:
 def test_text_without_sections_is_not_a_log(tmp_path: Path, text: str) -> None:
     with pytest.raises(ScanError, match=r"y\.log: not a SkyScan log \(no \[section\]"):
         parse_log(_write(tmp_path / "y.log", text))
+
+
+def test_why_a_log_is_not_a_reconstruction_log(tmp_path: Path) -> None:
+    scan_log = parse_log(_write(tmp_path / "a.log", "[System]\nScanner=x\n[Acquisition]\nA=1\n"))
+    assert not scan_log.is_reconstruction_log
+    assert scan_log.reconstruction_problem == "has no [Reconstruction] section"
+    sub_scan = parse_log(_write(tmp_path / "a~00.log", "[Reconstruction]\nPseudo-parallel=1\n"))
+    assert not sub_scan.is_reconstruction_log
+    assert sub_scan.reconstruction_problem == (
+        "its [Reconstruction] section has none of Pixel Size (um), First Section, Result File "
+        "Type, Sections Count (a sub-scan log)"
+    )
+    rec = parse_log(_write(tmp_path / "a_rec.log", "[reconstruction]\nPixel Size (um)=9\n"))
+    assert rec.is_reconstruction_log and rec.reconstruction_problem is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,59 @@ def test_folder_without_slices(tmp_path: Path) -> None:
         path.unlink()
     with pytest.raises(ScanError, match=r"g: no slice images \(<prefix><number>\.bmp"):
         read_scan(folder)
+
+
+def test_zero_byte_slice_says_so(tmp_path: Path) -> None:
+    for file_type in ("bmp", "tif"):
+        folder = _write(tmp_path / file_type, file_type=file_type)
+        victim = folder / f"{file_type}_rec0002.{file_type}"
+        victim.write_bytes(b"")
+        message = "^" + re.escape(f"{victim}: empty file (0 bytes)") + "$"
+        with pytest.raises(ScanError, match=message):
+            read_scan(folder)
+
+
+def test_only_a_scan_log_says_which_log_and_why(tmp_path: Path) -> None:
+    from ctmorph.calibration import scan_window
+    from ctmorph.errors import CalibrationError
+
+    folder = _write(tmp_path / "F01")
+    (tmp_path / "F01" / "F01_rec.log").unlink()
+    scan_log = folder / "F01.log"
+    scan_log.write_text("[System]\nScanner=SkyScan1172\n[Acquisition]\nFilename Prefix=F01\n")
+    why = f"{scan_log}: has no [Reconstruction] section"
+    with pytest.raises(ScanError, match="^" + re.escape(
+            f"{folder}: has no reconstruction log ({why}); pass --voxel-size") + "$"):
+        read_scan(folder)
+    scan = read_scan(folder, voxel_size_um=9.0)
+    assert scan.log is None and scan.no_log_reason == why
+    with pytest.raises(CalibrationError, match="^" + re.escape(
+            f"{folder}: has no reconstruction log ({why}), so no 'Minimum/Maximum for CS to "
+            "Image Conversion' window; cannot convert its grey values to density") + "$"):
+        scan_window(scan)
+    # every .log found, with its reason, in folder order
+    sub_scan = folder / "F01~00.log"
+    sub_scan.write_text("[Reconstruction]\nPseudo-parallel=1\n")
+    (folder / "junk.log").write_bytes(b"\x00\x01")
+    scan = read_scan(folder, voxel_size_um=9.0)
+    assert scan.no_log_reason == (
+        f"{why}; {sub_scan}: its [Reconstruction] section has none of Pixel Size (um), First "
+        f"Section, Result File Type, Sections Count (a sub-scan log); {folder / 'junk.log'}: "
+        "not a SkyScan log (binary content)"
+    )
+    # a folder without any log, and one whose log is used
+    assert read_scan(_write(tmp_path / "ok")).no_log_reason is None
+
+
+def test_plain_stack_without_log_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for i, plane in enumerate(_volume()):
+        tifffile.imwrite(folder / f"core_{i:04d}.tif", plane)
+    with pytest.raises(ScanError, match="^" + re.escape(
+            f"{folder}: has no reconstruction log (no .log file); pass --voxel-size") + "$"):
+        read_scan(folder)
+    assert read_scan(folder, voxel_size_um=9.0).no_log_reason == "no .log file"
 
 
 def test_parent_folder_passed_as_scan(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +34,8 @@ from PIL import Image
 from ..errors import ConfigError, ScanError
 from ..spacing import normalize_spacing
 
-__all__ = ["SkyscanLog", "parse_log", "Scan", "read_scan", "find_scan_dirs"]
+__all__ = ["SkyscanLog", "parse_log", "Scan", "read_scan", "find_scan_dirs", "scan_name",
+           "normalize_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,8 +214,27 @@ class SkyscanLog:
     @property
     def is_reconstruction_log(self) -> bool:
         """True when [Reconstruction] describes a reconstruction (not a scan or sub-scan log)."""
+        return self.reconstruction_problem is None
+
+    @property
+    def reconstruction_problem(self) -> str | None:
+        """Why the log describes no reconstruction (a scan or sub-scan log), or None if it does.
+
+        Returns
+        -------
+        str or None
+            ``'has no [Reconstruction] section'`` (a scan log), or ``'its [Reconstruction]
+            section has none of ...'`` (a sub-scan log); None for a reconstruction log.
+        """
         values = self._section("Reconstruction")
-        return values is not None and any(key in values for key in _RECON_KEYS)
+        if values is None:
+            return "has no [Reconstruction] section"
+        if not any(key in values for key in _RECON_KEYS):
+            return (
+                "its [Reconstruction] section has none of Pixel Size (um), First Section, "
+                "Result File Type, Sections Count (a sub-scan log)"
+            )
+        return None
 
     def settings(self) -> dict[str, Any]:
         """Acquisition and reconstruction settings that matter for calibration and provenance.
@@ -355,6 +377,8 @@ _PIL_DTYPES = {
 def _read_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
     """(ny, nx) and dtype of a slice file, reading its header only."""
     try:
+        if path.stat().st_size == 0:
+            raise ScanError(f"{path}: empty file (0 bytes)")
         if _canon_ext(path.suffix[1:]) == "tif":
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
@@ -492,6 +516,10 @@ class Scan:
         Slice file prefix as found in the folder.
     file_type : str
         Slice file extension (``'bmp'``, ``'tif'``, ``'png'``, ``'jpg'``).
+    no_log_reason : str or None
+        Without a reconstruction log (:attr:`log` None): why, e.g. ``'no .log file'`` or
+        ``'<folder>/F01.log: has no [Reconstruction] section'`` (each ``.log`` file found and
+        why it was not used, separated by ``'; '``). None when a log was used.
     """
 
     path: Path
@@ -507,6 +535,7 @@ class Scan:
     prefix: str = ""
     file_type: str = ""
     voxel_size_source: str = "log"
+    no_log_reason: str | None = None
 
     def __repr__(self) -> str:
         nz, ny, nx = self.shape
@@ -656,8 +685,9 @@ def _slice_candidates(entries: Sequence[Path]) -> list[Path]:
     return [p for p in entries if _is_slice_name(p.name)]
 
 
-def _reconstruction_logs(entries: Sequence[Path]) -> list[SkyscanLog]:
-    logs = []
+def _reconstruction_logs(entries: Sequence[Path]) -> tuple[list[SkyscanLog], list[str]]:
+    """The reconstruction logs among ``entries``, and why each other ``.log`` was not one."""
+    logs, ignored = [], []
     for path in entries:
         if path.suffix.lower() != ".log":
             continue
@@ -665,12 +695,15 @@ def _reconstruction_logs(entries: Sequence[Path]) -> list[SkyscanLog]:
             log = parse_log(path)
         except ScanError as exc:
             logger.warning("ignoring %s", exc)
+            ignored.append(str(exc))
             continue
-        if log.is_reconstruction_log:
+        problem = log.reconstruction_problem
+        if problem is None:
             logs.append(log)
         else:
-            logger.debug("%s: not a reconstruction log (scan or sub-scan log), ignored", path)
-    return logs
+            logger.debug("%s: not a reconstruction log: %s; ignored", path, problem)
+            ignored.append(f"{path}: {problem}")
+    return logs, ignored
 
 
 def _expected_prefix(log: SkyscanLog) -> str | None:
@@ -688,14 +721,14 @@ def _log_rank(log: SkyscanLog) -> tuple[bool, bool, bool]:
 
 
 def _choose_series(
-    folder: Path, entries: Sequence[Path]
+    folder: Path, entries: Sequence[Path], logs: Sequence[SkyscanLog]
 ) -> tuple[SkyscanLog | None, str, str, list[tuple[int, Path]]]:
-    """Pick the reconstruction log and the slice series it describes."""
+    """Pick the reconstruction log (of ``logs``) and the slice series it describes."""
     images = _slice_candidates(entries)
     if not images:
         raise ScanError(f"{folder}: no slice images (<prefix><number>.bmp/tif/png/jpg) found")
     # Best-named logs first: '<prefix>.log', then '*_rec.log', then others, by file name.
-    logs = sorted(_reconstruction_logs(entries), key=_log_rank, reverse=True)
+    logs = sorted(logs, key=_log_rank, reverse=True)
 
     # Each series of slice files named by a log, with the best-named log describing it.
     matched: dict[tuple[str, str], tuple[SkyscanLog, tuple[str, str, list[tuple[int, Path]]]]]
@@ -735,6 +768,27 @@ def _choose_series(
             len(members),
         )
     return log, prefix, ext, members
+
+
+def normalize_name(text: str) -> str:
+    """A scan or group name in Unicode NFC, so that its composed and decomposed spellings
+    (``é`` as one code point or as ``e`` + accent, as macOS file names have it) are one name."""
+    return unicodedata.normalize("NFC", text)
+
+
+def scan_name(path: StrPath) -> str:
+    """The name of the scan in folder ``path``: the folder's name as given (a symbolic link's
+    own name, not its target's; ``.`` is the current folder's name), in NFC.
+
+    Raises
+    ------
+    ScanError
+        For a path without a name (the file-system root).
+    """
+    name = normalize_name(Path(os.path.abspath(path)).name)
+    if not name:
+        raise ScanError(f"{path}: a scan folder needs a name (the file-system root has none)")
+    return name
 
 
 def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
@@ -777,14 +831,16 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
             f"{folder}: no slice images in this folder, only subfolders "
             "(pass the scan folders, or expand a parent with find_scan_dirs)"
         )
-    log, prefix, ext, members = _choose_series(folder, entries)
+    logs, ignored_logs = _reconstruction_logs(entries)
+    log, prefix, ext, members = _choose_series(folder, entries, logs)
+    no_log_reason = None if log is not None else "; ".join(ignored_logs) or "no .log file"
 
     members.sort(key=lambda m: m[0])
     sections = np.array([s for s, _ in members], dtype=np.int64)
     files = tuple(p for _, p in members)
     _check_sections(folder, prefix, ext, sections, files, log)
 
-    voxel, source = _voxel_size(folder, log, voxel_size_um)
+    voxel, source = _voxel_size(folder, log, voxel_size_um, no_log_reason)
 
     (ny, nx), dtype = _read_header(files[0])
     for other in files[1:]:
@@ -807,7 +863,7 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
     sections.flags.writeable = False
     return Scan(
         path=folder,
-        name=folder.resolve().name,
+        name=scan_name(folder),
         log=log,
         voxel_size_um=voxel,
         files=files,
@@ -819,6 +875,7 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
         prefix=prefix,
         file_type=ext,
         voxel_size_source=source,
+        no_log_reason=no_log_reason,
     )
 
 
@@ -873,7 +930,9 @@ def _check_sections(
         )
 
 
-def _voxel_size(folder: Path, log: SkyscanLog | None, override: float | None) -> tuple[float, str]:
+def _voxel_size(
+    folder: Path, log: SkyscanLog | None, override: float | None, no_log_reason: str | None
+) -> tuple[float, str]:
     from_log = log.voxel_size_um if log is not None else None
     if override is not None:
         value = float(override)
@@ -892,7 +951,9 @@ def _voxel_size(folder: Path, log: SkyscanLog | None, override: float | None) ->
             raise ScanError(
                 f"{log.path}: no 'Pixel Size (um)' in [Reconstruction]; pass --voxel-size"
             )
-        raise ScanError(f"{folder}: has no reconstruction log with a voxel size; pass --voxel-size")
+        raise ScanError(
+            f"{folder}: has no reconstruction log ({no_log_reason}); pass --voxel-size"
+        )
     if from_log <= 0:
         raise ScanError(f"{log.path}: [Reconstruction] Pixel Size (um)={from_log} is not positive")
     return from_log, "log"
