@@ -38,7 +38,8 @@ TBTH = {"sham": [0.080, 0.082, 0.078, 0.081, 0.079], "OVX": [0.070, 0.072, 0.068
         EVIL_GROUP: [0.075, 0.077, 0.073, 0.076, 0.074]}
 
 
-def _row(scan: str, group: str, **values) -> dict:
+def study_row(scan: str, group: str, **values) -> dict:
+    """One successful row of morphometry.csv (auto VOI, Otsu threshold 87), updated by values."""
     base = {"scan": scan, "group": group, "status": "ok", "error": "", "voxel_um": 9.0,
             "threshold": 87.0, "threshold_method": "otsu (pooled over 16 scans)", "roi": "auto",
             "voi_offset_mm": 1.0, "voi_height_mm": 2.0, "smooth_sigma_vox": 1.0,
@@ -47,13 +48,14 @@ def _row(scan: str, group: str, **values) -> dict:
     return base
 
 
-def _write_study(out: Path, *, json_settings: dict | None = SETTINGS, qc: bool = True) -> Path:
+def write_study(out: Path, *, json_settings: dict | None = SETTINGS, qc: bool = True) -> Path:
+    """A three-group study (sham, OVX, EVIL_GROUP) and a failed scan: CSV, JSON, QC pictures."""
     rows = []
     for g in BVTV:
         for i, (bv, th) in enumerate(zip(BVTV[g], TBTH[g], strict=True)):
-            rows.append(_row(f"{g[:4].strip()}_{i}", g, **{"BV/TV": bv, "Tb.Th": th,
+            rows.append(study_row(f"{g[:4].strip()}_{i}", g, **{"BV/TV": bv, "Tb.Th": th,
                                                             "Tb.Sp": 0.3 - bv / 200}))
-    rows.append(_row(EVIL_SCAN, "OVX", status="failed",
+    rows.append(study_row(EVIL_SCAN, "OVX", status="failed",
                      error="no growth plate found <i>between</i> sections & 'x'"))
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "morphometry.csv", index=False)
@@ -75,7 +77,7 @@ def _write_study(out: Path, *, json_settings: dict | None = SETTINGS, qc: bool =
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    out = _write_study(tmp_path_factory.mktemp("study") / "out")
+    out = write_study(tmp_path_factory.mktemp("study") / "out")
     paths = make_report(out, control="sham", model="OVX")
     return out, paths
 
@@ -195,7 +197,7 @@ def test_methods_paragraph_from_logs_and_rows(report):
 
 
 def test_methods_degrade_without_scan_json(tmp_path):
-    out = _write_study(tmp_path / "out", json_settings=None, qc=False)
+    out = write_study(tmp_path / "out", json_settings=None, qc=False)
     paths = make_report(out, control="sham", model=None, excel=False, figures=False)
     text = paths["methods"].read_text(encoding="utf-8")
     assert "Not recorded in the scan logs" in text and "scanner model" in text
@@ -206,7 +208,7 @@ def test_methods_degrade_without_scan_json(tmp_path):
 
 
 def test_partial_settings_are_used_and_the_rest_listed(tmp_path):
-    out = _write_study(tmp_path / "out", json_settings={"scanner": "SkyScan1172",
+    out = write_study(tmp_path / "out", json_settings={"scanner": "SkyScan1172",
                                                         "filter": None})
     text = make_report(out, excel=False, figures=False)["methods"].read_text(encoding="utf-8")
     assert "with a SkyScan1172 micro-CT scanner at an isotropic" in text
@@ -249,13 +251,13 @@ def test_edge_cases_still_render(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     rows = [
-        _row("s1", "sham", **{"BV/TV": 30.0, "Tb.Th": 0.08, "DA": 0.4}),
-        _row("s2", "sham", **{"BV/TV": 28.0, "Tb.Th": np.nan, "DA": 0.4}),  # missing value
-        _row("s3", "sham", **{"BV/TV": 33.0, "Tb.Th": 0.07, "DA": 0.4}),
-        _row("o1", "OVX", **{"BV/TV": 10.0, "Tb.Th": 0.06, "DA": 0.4}),
-        _row("o2", "OVX", **{"BV/TV": 12.0, "Tb.Th": 0.065, "DA": 0.4}),
-        _row("e1", "Exos", **{"BV/TV": 20.0, "Tb.Th": 0.07, "DA": 0.4}),  # n = 1
-        _row("f1", "Exos", status="failed", error="cannot read slice 12"),
+        study_row("s1", "sham", **{"BV/TV": 30.0, "Tb.Th": 0.08, "DA": 0.4}),
+        study_row("s2", "sham", **{"BV/TV": 28.0, "Tb.Th": np.nan, "DA": 0.4}),  # missing value
+        study_row("s3", "sham", **{"BV/TV": 33.0, "Tb.Th": 0.07, "DA": 0.4}),
+        study_row("o1", "OVX", **{"BV/TV": 10.0, "Tb.Th": 0.06, "DA": 0.4}),
+        study_row("o2", "OVX", **{"BV/TV": 12.0, "Tb.Th": 0.065, "DA": 0.4}),
+        study_row("e1", "Exos", **{"BV/TV": 20.0, "Tb.Th": 0.07, "DA": 0.4}),  # n = 1
+        study_row("f1", "Exos", status="failed", error="cannot read slice 12"),
     ]
     pd.DataFrame(rows).to_csv(out / "morphometry.csv", index=False)
     paths = make_report(out, control="sham", model="OVX", excel=False)
@@ -274,7 +276,7 @@ def test_edge_cases_still_render(tmp_path):
 
 
 def test_unknown_control_and_model_are_reported(tmp_path):
-    out = _write_study(tmp_path / "out", qc=False)
+    out = write_study(tmp_path / "out", qc=False)
     paths = make_report(out, control="vehicle", model="ovx", excel=False, figures=False)
     st = pd.read_csv(paths["statistics"], keep_default_na=False, na_values=[""])
     assert "Dunnett" not in set(st.test)
@@ -286,7 +288,7 @@ def test_unknown_control_and_model_are_reported(tmp_path):
 def test_two_groups_nonparametric(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    rows = [_row(f"{g}{i}", g, **{"BV/TV": v}) for g, vals in
+    rows = [study_row(f"{g}{i}", g, **{"BV/TV": v}) for g, vals in
             {"sham": [30.0, 31.0, 29.0, 33.0], "OVX": [10.0, 11.0, 9.0, 14.0]}.items()
             for i, v in enumerate(vals)]
     pd.DataFrame(rows).to_csv(out / "morphometry.csv", index=False)
@@ -309,9 +311,11 @@ def test_same_input_same_files(report):
 def test_bad_input_gives_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="morphometry.csv: not found"):
         make_report(tmp_path)
-    pd.DataFrame([_row("a", "x", status="failed", error="boom")]).to_csv(
-        tmp_path / "morphometry.csv", index=False)
-    with pytest.raises(ConfigError, match="no scan was analysed successfully.*boom"):
+    pd.DataFrame([study_row("a", "x", status="failed", error="boom"),
+                  study_row("T1", "x", status="failed", error="T1: no growth plate found")]
+                 ).to_csv(tmp_path / "morphometry.csv", index=False)
+    # each failed scan named once: the batch's errors already start with the scan's name
+    with pytest.raises(ConfigError, match=r"successfully \(a: boom; T1: no growth plate found\)$"):
         make_report(tmp_path, excel=False)
     with pytest.raises(ConfigError, match="control and model must be different"):
         make_report(tmp_path, control="OVX", model="OVX")
@@ -329,7 +333,7 @@ def test_density_threshold_calibration_and_weak_model_effect(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     vals = {"sham": [30.0, 26.0, 34.0], "OVX": [29.0, 25.0, 33.0], "Exos": [31.0, 27.0, 35.0]}
-    rows = [_row(f"{g}{i}", g, **{"BV/TV": v, "BMD": v / 100, "threshold": 85.0 + i,
+    rows = [study_row(f"{g}{i}", g, **{"BV/TV": v, "BMD": v / 100, "threshold": 85.0 + i,
                                   "threshold_density": 0.5,
                                   "threshold_method": "density 0.5 g/cm³ HA"})
             for g, vs in vals.items() for i, v in enumerate(vs)]
@@ -349,8 +353,13 @@ def test_density_threshold_calibration_and_weak_model_effect(tmp_path):
     assert "not significant" in r.note and "not interpretable" in r.note
 
 
-def _write_sensitivity(out: Path) -> None:
-    """sensitivity.csv as ``analyze --sensitivity 5`` writes it, from morphometry.csv.
+def write_sensitivity(out: Path) -> None:
+    """sensitivity.csv as ``analyze --sensitivity 5`` writes it (see sensitivity_rows)."""
+    sensitivity_rows(out).to_csv(out / "sensitivity.csv", index=False)
+
+
+def sensitivity_rows(out: Path) -> pd.DataFrame:
+    """The rows of sensitivity.csv from morphometry.csv, text cells as they are in the file.
 
     −5 %: every value × 1.1 (t and F are scale invariant: every conclusion holds);
     +5 %: Tb.Th of OVX equal to sham's (identical samples: sham vs OVX p = 1, a change).
@@ -369,12 +378,12 @@ def _write_sensitivity(out: Path) -> None:
             b.loc[b["group"] == "OVX", "Tb.Th"] = TBTH["sham"]
         blocks.append(b[["scan", "group", "threshold_change_pct", "status", "error",
                          "threshold", "BV/TV", "Tb.Th", "Tb.Sp"]])
-    pd.concat(blocks).to_csv(out / "sensitivity.csv", index=False)
+    return pd.concat(blocks)
 
 
 def test_threshold_sensitivity_section(tmp_path):
-    out = _write_study(tmp_path / "out", qc=False)
-    _write_sensitivity(out)
+    out = write_study(tmp_path / "out", qc=False)
+    write_sensitivity(out)
     paths = make_report(out, control="sham", model="OVX", excel=False, figures=False)
     t = pd.read_csv(paths["sensitivity"])
     assert set(t.parameter) == {"BV/TV", "Tb.Th", "Tb.Sp"}
@@ -396,8 +405,8 @@ def test_threshold_sensitivity_section(tmp_path):
 
 
 def test_stale_sensitivity_table_is_left_out(tmp_path):
-    out = _write_study(tmp_path / "out", qc=False)
-    _write_sensitivity(out)
+    out = write_study(tmp_path / "out", qc=False)
+    write_sensitivity(out)
     make_report(out, control="sham", excel=False, figures=False)
     assert (out / "report" / "sensitivity.csv").is_file()
     main = pd.read_csv(out / "morphometry.csv")
@@ -411,7 +420,7 @@ def test_stale_sensitivity_table_is_left_out(tmp_path):
 
 
 def test_unreadable_sensitivity_table_is_one_clear_error(tmp_path):
-    out = _write_study(tmp_path / "out", qc=False)
+    out = write_study(tmp_path / "out", qc=False)
     (out / "sensitivity.csv").write_text("scan,group,status\nx,sham,ok\n")
     with pytest.raises(ConfigError, match=r"sensitivity\.csv: column 'threshold_change_pct' "
                                           "is missing"):

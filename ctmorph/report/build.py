@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +14,7 @@ import scipy
 from .. import __version__
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
+from ..textsafe import markdown_text
 from .data import (
     empty_parameters,
     group_order,
@@ -34,7 +36,7 @@ from .figures import (
     significance_marks,
 )
 from .html import ReportContent, render_html
-from .methods import methods_text
+from .methods import Methods, methods_text
 from .sensitivity import sensitivity_from_folder, sensitivity_paragraph
 from .summary import (
     DUNN,
@@ -109,6 +111,13 @@ def _clean_stale(folder: Path, keep: set[Path]) -> None:
             p.unlink()
 
 
+def _failure(scan: str, error: str) -> str:
+    """A failed scan and why, naming it once (the batch's errors usually start with it)."""
+    if not error:
+        return str(scan)
+    return error if error.startswith(f"{scan}: ") else f"{scan}: {error}"
+
+
 def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str | None = None,
                 nonparametric: bool = False, alpha: float = 0.05, excel: bool = True,
                 figures: bool = True) -> dict[str, Path]:
@@ -162,12 +171,12 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     ok = df[df["status"] == "ok"]
     failed = df[df["status"] != "ok"]
     if ok.empty:
-        why = "; ".join(f"{r.scan}: {r.error}" if "error" in df.columns else str(r.scan)
+        why = "; ".join(_failure(r.scan, getattr(r, "error", ""))
                         for r in failed.head(3).itertuples(index=False))
         raise ConfigError(f"{out_dir / 'morphometry.csv'}: no scan was analysed successfully"
                           + (f" ({why})" if why else ""))
     for r in failed.itertuples(index=False):
-        logger.warning("left out of the report: %s (%s)", r.scan, getattr(r, "error", ""))
+        logger.warning("left out of the report: %s", _failure(r.scan, getattr(r, "error", "")))
 
     groups = list(dict.fromkeys(ok["group"]))
     warnings: list[str] = []
@@ -271,20 +280,26 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     if figures:
         _clean_stale(fig_dir, written)
 
-    # methods
+    # methods: plain for the HTML (escaped there as a whole), input strings escaped for .md
     details = load_scan_details(out_dir, ok["scan"].tolist())
     sizes = {g: int((ok["group"] == g).sum()) for g in order}
-    methods = methods_text(
-        ok, details, run, params, control=control, model=model,
-        nonparametric=nonparametric, alpha=alpha, families=families, group_sizes=sizes,
-        n_failed=len(failed), has_dunnett=bool((statistics["test"] == DUNNETT).any()),
-        report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
-                         "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
-    )
-    if sensitivity is not None:
-        methods.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric))
+
+    def build_methods(quote: Callable[[str], str]) -> Methods:
+        m = methods_text(
+            ok, details, run, params, control=control, model=model,
+            nonparametric=nonparametric, alpha=alpha, families=families, group_sizes=sizes,
+            n_failed=len(failed), has_dunnett=bool((statistics["test"] == DUNNETT).any()),
+            report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
+                             "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
+            quote=quote,
+        )
+        if sensitivity is not None:
+            m.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric, quote))
+        return m
+
+    methods = build_methods(str)
     paths["methods"] = rep / "methods.md"
-    atomic_write_text(paths["methods"], methods.as_markdown())
+    atomic_write_text(paths["methods"], build_methods(markdown_text).as_markdown())
 
     content = ReportContent(
         out_dir=out_dir, results=df, summary=summary, statistics=statistics,

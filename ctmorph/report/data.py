@@ -13,10 +13,12 @@ import pandas as pd
 
 from ..columns import MORPHOMETRY_PARAMETERS
 from ..errors import ConfigError
+from ..textsafe import csv_uncell
 
 __all__ = [
     "NO_GROUP",
     "load_results",
+    "uncell_text_cells",
     "group_order",
     "parameters",
     "empty_parameters",
@@ -32,6 +34,32 @@ logger = logging.getLogger(__name__)
 NO_GROUP = "(no group)"
 
 
+def uncell_text_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Apply :func:`~ctmorph.textsafe.csv_uncell` to every text cell of a table, in place.
+
+    ``ctmorph analyze`` writes text cells through :func:`~ctmorph.textsafe.csv_cell`
+    (``=X`` as ``'=X``); this gives back the names as they were. Numbers and missing cells
+    are left alone, and a file written without the escape reads as before.
+
+    Parameters
+    ----------
+    df : DataFrame
+        As parsed by :func:`pandas.read_csv`.
+
+    Returns
+    -------
+    DataFrame
+        ``df`` itself.
+    """
+    for col in df.columns:
+        if pd.api.types.is_numeric_dtype(df[col]):
+            continue
+        quoted = np.array([isinstance(v, str) and v.startswith("'") for v in df[col]], bool)
+        if quoted.any():  # only those can change; the column keeps its dtype
+            df.loc[quoted, col] = [csv_uncell(v) for v in df.loc[quoted, col]]
+    return df
+
+
 def load_results(out_dir: str | Path) -> pd.DataFrame:
     """Read ``OUT/morphometry.csv``.
 
@@ -44,7 +72,8 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     -------
     DataFrame
         One row per scan; ``scan``, ``group`` and ``status`` are strings (an empty group
-        becomes ``"(no group)"``), parameters are numeric where they parse.
+        becomes ``"(no group)"``), parameters are numeric where they parse. Text cells are
+        unescaped (:func:`uncell_text_cells`): a group written as ``'=X`` is ``=X``.
 
     Raises
     ------
@@ -59,6 +88,7 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
                          dtype={"scan": str, "group": str, "status": str, "error": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable morphometry table ({exc})") from None
+    uncell_text_cells(df)
     for col in ("scan", "status"):
         if col not in df.columns:
             raise ConfigError(f"{path}: column {col!r} is missing")

@@ -4,13 +4,18 @@ The text is built from what the analysis folder records: the reconstruction sett
 scan's log (``OUT/<scan>/morphometry.json`` key ``scan`` -> ``settings``), the VOI and threshold
 columns of ``morphometry.csv``, ``run.json`` and the statistics actually run. Anything the logs
 do not say is left out of the sentence and listed in :attr:`Methods.missing`, so the authors
-know what to add by hand. The result is plain text; callers escape it for HTML.
+know what to add by hand.
+
+Every string taken from the input (group names, log values, versions, ...) is inserted through
+a ``quote`` function: unchanged for ``report.html``, whose renderer escapes the whole text, and
+:func:`~ctmorph.textsafe.markdown_text` for ``methods.md``, so a group called ``[x](http://a)``
+is not a link there while the generated prose stays plain Markdown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +49,8 @@ class Methods:
     Attributes
     ----------
     paragraphs : list of str
-        Micro-CT acquisition and analysis; statistics. Plain text.
+        Micro-CT acquisition and analysis; statistics. Input strings as ``quote`` of
+        :func:`methods_text` made them.
     definitions : list of (name, unit, description, reference)
         Every reported index, from the column registry.
     missing : list of str
@@ -133,7 +139,8 @@ def _cite(refs: list[str], ref: str) -> None:
         refs.append(ref)
 
 
-def _acquisition(settings: list[Mapping[str, Any]], ok: pd.DataFrame, m: Methods) -> str:
+def _acquisition(settings: list[Mapping[str, Any]], ok: pd.DataFrame, m: Methods,
+                 q: Callable[[str], str]) -> str:
     def get(key: str, unit: str = "") -> str | None:
         return consensus((s.get(key) for s in settings), unit)
 
@@ -141,34 +148,35 @@ def _acquisition(settings: list[Mapping[str, Any]], ok: pd.DataFrame, m: Methods
     kv, ua = get("source_voltage_kv", " kV"), get("source_current_ua", " µA")
     flt = get("filter")
     voxel = consensus(_col(ok, "voxel_um"), " µm") or get("voxel_size_um", " µm")
-    program = " ".join(x for x in (get("reconstruction_program"), get("program_version")) if x)
+    program = " ".join(q(x) for x in (get("reconstruction_program"), get("program_version"))
+                       if x)
     for what, val in (("scanner model", scanner), ("X-ray source voltage (kV)", kv),
                       ("source current (µA)", ua), ("X-ray filter", flt),
                       ("voxel size", voxel), ("reconstruction software", program or None)):
         if val is None:
             m.missing.append(what)
 
-    beam = ", ".join(x for x in (kv, ua) if x)
+    beam = ", ".join(q(x) for x in (kv, ua) if x)
     if flt is not None:
-        f = flt if not flt.lower().startswith("no") else "no"
+        f = q(flt) if not flt.lower().startswith("no") else "no"
         beam = f"{beam}, {f} filter" if beam else f"{f} filter"
-    s = "Femurs were scanned" + (f" with a {scanner} micro-CT scanner" if scanner else "")
+    s = "Femurs were scanned" + (f" with a {q(scanner)} micro-CT scanner" if scanner else "")
     s += f" ({beam})" if beam else ""
-    s += f" at an isotropic voxel size of {voxel}" if voxel else ""
+    s += f" at an isotropic voxel size of {q(voxel)}" if voxel else ""
     s += "."
     recon = []
     sm, kern = get("smoothing"), get("smoothing_kernel")
     if sm is not None:
-        recon.append(f"smoothing {sm}" + (f" ({kern} kernel)" if kern else ""))
+        recon.append(f"smoothing {q(sm)}" + (f" ({q(kern)} kernel)" if kern else ""))
     ring = get("ring_artifact_correction")
     if ring is not None:
-        recon.append(f"ring-artefact correction {ring}")
+        recon.append(f"ring-artefact correction {q(ring)}")
     bh = get("beam_hardening_correction_percent", " %")
     if bh is not None:
-        recon.append(f"beam-hardening correction {bh}")
+        recon.append(f"beam-hardening correction {q(bh)}")
     cs_min, cs_max = get("cs_min"), get("cs_max")
     if cs_min is not None and cs_max is not None:
-        recon.append(f"attenuation window {cs_min} to {cs_max} mapped to grey values")
+        recon.append(f"attenuation window {q(cs_min)} to {q(cs_max)} mapped to grey values")
     roi_mode = get("roi_mode")
     if roi_mode is not None and roi_mode.upper() == "ON_ROUND":
         recon.append("round reconstruction ROI")
@@ -183,7 +191,7 @@ def _acquisition(settings: list[Mapping[str, Any]], ok: pd.DataFrame, m: Methods
     return s
 
 
-def _voi(ok: pd.DataFrame, m: Methods) -> str:
+def _voi(ok: pd.DataFrame, m: Methods, q: Callable[[str], str]) -> str:
     roi = consensus(_col(ok, "roi"))
     offset = consensus(_col(ok, "voi_offset_mm"), " mm")
     height = consensus(_col(ok, "voi_height_mm"), " mm")
@@ -192,8 +200,8 @@ def _voi(ok: pd.DataFrame, m: Methods) -> str:
              "interest (VOI) placed automatically relative to the growth plate: the reference "
              "section was the first section proximal to the growth plate free of growth-plate "
              "cartilage")
-        s += f", and the VOI started {offset} proximal to it" if offset else ""
-        s += f" and extended {height} proximally" if height else ""
+        s += f", and the VOI started {q(offset)} proximal to it" if offset else ""
+        s += f" and extended {q(height)} proximally" if height else ""
         s += (". The VOI held the endocortical (marrow) region only, excluding the cortex; "
               "bone outside the VOI was used as context for the thickness measurements only.")
         if offset is None or height is None:
@@ -201,12 +209,13 @@ def _voi(ok: pd.DataFrame, m: Methods) -> str:
         return s
     if roi == "full":
         s = "The whole reconstructed volume with data was analysed as the volume of interest"
-        return s + (f" ({height} long)." if height else ".")
+        return s + (f" ({q(height)} long)." if height else ".")
     m.missing.append("VOI placement (column 'roi' empty or mixed)")
     return ""
 
 
-def _segmentation(ok: pd.DataFrame, run: Mapping[str, Any], m: Methods) -> str:
+def _segmentation(ok: pd.DataFrame, run: Mapping[str, Any], m: Methods,
+                  q: Callable[[str], str]) -> str:
     sigma = consensus(_col(ok, "smooth_sigma_vox"))
     thr = consensus(_col(ok, "threshold"))
     method = consensus(_col(ok, "threshold_method")) or str(run.get("threshold_method") or "")
@@ -219,22 +228,32 @@ def _segmentation(ok: pd.DataFrame, run: Mapping[str, Any], m: Methods) -> str:
             unit = COLUMN_BY_NAME[c].unit if c in COLUMN_BY_NAME else ""
             if not unit and ("g_cm3" in c or "density" in c):
                 unit = "g/cm³ HA" if "mg" not in c else "mg/cm³ HA"
-            density.append(f"{val} {unit}".strip())
+            density.append(f"{q(val)} {unit}".strip())
     parts = []
     if sigma is not None:
         sg = _num(sigma)
         parts.append("Grey values were smoothed with a 3D Gaussian filter "
-                     f"(σ = {sigma} voxel{'' if sg == 1 else 's'})" if sg is None or sg > 0 else
+                     f"(σ = {q(sigma)} voxel{'' if sg == 1 else 's'})" if sg is None or sg > 0 else
                      "Grey values were not smoothed")
-    if thr is not None:
-        t = f"bone was segmented with one global threshold of {thr} (grey value"
+    att = consensus(pd.to_numeric(ok["threshold_attenuation"], errors="coerce").tolist()) \
+        if "threshold_attenuation" in ok.columns else None
+    greys = set(pd.to_numeric(ok["threshold"], errors="coerce").dropna()) \
+        if "threshold" in ok.columns else set()
+    if len(greys) > 1 and att is not None:  # CS windows or bit depths differ between scans
+        t = (f"bone was segmented with one global threshold of {q(att)} (attenuation, NRecon "
+             "CS units; converted to each scan's grey values through its own CS window, as "
+             "the scans' windows or bit depths differ) for all scans")
+        thr = att
+    elif thr is not None:
+        t = f"bone was segmented with one global threshold of {q(thr)} (grey value"
         t += f"; {', '.join(density)}" if density else ""
         t += ") for all scans"
+    if thr is not None:
         if method.lower().startswith("otsu"):
             t += ", chosen by Otsu's method on the pooled histogram of all scans of the study"
             _cite(m.references, STAT_REFERENCES["Otsu"])
         elif method:
-            t += f" ({method})"
+            t += f" ({q(method)})"
         parts.append(t)
     else:
         m.missing.append("segmentation threshold")
@@ -253,7 +272,7 @@ def _segmentation(ok: pd.DataFrame, run: Mapping[str, Any], m: Methods) -> str:
               "inside the structure, corrected so that a plate n voxels thick measures n "
               "voxels.")
     elif conv:
-        s += f" Local thickness used the {conv} sphere-diameter convention."
+        s += f" Local thickness used the {q(conv)} sphere-diameter convention."
     return s
 
 
@@ -303,7 +322,8 @@ def _indices(params: Sequence[str], m: Methods) -> str:
 
 
 def _software(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
-              run: Mapping[str, Any], report_versions: Mapping[str, str]) -> str:
+              run: Mapping[str, Any], report_versions: Mapping[str, str],
+              q: Callable[[str], str]) -> str:
     versions: dict[str, Any] = {}
     if isinstance(run.get("versions"), Mapping):
         versions = dict(run["versions"])
@@ -315,8 +335,8 @@ def _software(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
                 break
     ct = consensus(_col(ok, "ctmorph_version")) or versions.get("ctmorph")
     versions.pop("ctmorph", None)
-    libs = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
-    s = "Images were analysed with ctmorph" + (f" {ct}" if ct else "")
+    libs = ", ".join(f"{q(str(k))} {q(str(v))}" for k, v in versions.items() if v)
+    s = "Images were analysed with ctmorph" + (f" {q(str(ct))}" if ct else "")
     s += f" ({libs})" if libs else ""
     rep = ", ".join(f"{k} {v}" for k, v in report_versions.items() if v)
     return s + (f"; statistics and figures used {rep}." if rep else ".")
@@ -324,8 +344,10 @@ def _software(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
 
 def _statistics(control: str | None, model: str | None, nonparametric: bool, alpha: float,
                 families: Mapping[str, Sequence[str]], k_groups: int, has_dunnett: bool,
-                m: Methods) -> str:
+                m: Methods, q: Callable[[str], str]) -> str:
     refs = m.references
+    control = q(control) if control else control
+    model = q(model) if model else model
     s = ["Data are shown as mean ± SD with every animal as a dot."]
     if k_groups == 2:
         s.append("The two groups were compared with Student's t-test, or Welch's t-test where "
@@ -374,7 +396,8 @@ def methods_text(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
                  model: str | None, nonparametric: bool, alpha: float,
                  families: Mapping[str, Sequence[str]], group_sizes: Mapping[str, int],
                  n_failed: int, has_dunnett: bool,
-                 report_versions: Mapping[str, str]) -> Methods:
+                 report_versions: Mapping[str, str],
+                 quote: Callable[[str], str] = str) -> Methods:
     """Build the methods section.
 
     Parameters
@@ -399,6 +422,10 @@ def methods_text(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
         Whether Dunnett comparisons were made.
     report_versions : mapping
         Versions of the libraries used for the statistics and figures.
+    quote : callable, default str (unchanged)
+        Applied to every string from the input where it enters the text:
+        :func:`~ctmorph.textsafe.markdown_text` for ``methods.md``; unchanged for HTML,
+        which escapes the whole text.
 
     Returns
     -------
@@ -409,11 +436,11 @@ def methods_text(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
     if not settings:
         m.missing.append("scan-log settings (no OUT/<scan>/morphometry.json with "
                          "scan.settings found)")
-    acq = _acquisition(settings, ok, m)
-    parts = [acq, _voi(ok, m), _segmentation(ok, run, m), _calibration(details, run, params, m),
-             _indices(params, m),
-             _software(ok, details, run, report_versions)]
-    sizes = ", ".join(f"{g} n = {n}" for g, n in group_sizes.items())
+    acq = _acquisition(settings, ok, m, quote)
+    parts = [acq, _voi(ok, m, quote), _segmentation(ok, run, m, quote),
+             _calibration(details, run, params, m), _indices(params, m),
+             _software(ok, details, run, report_versions, quote)]
+    sizes = ", ".join(f"{quote(g)} n = {n}" for g, n in group_sizes.items())
     sample = f"Animals analysed per group: {sizes}." if sizes else ""
     if n_failed:
         sample += (f" {n_failed} scan{'s' if n_failed > 1 else ''} could not be analysed "
@@ -421,5 +448,5 @@ def methods_text(ok: pd.DataFrame, details: Mapping[str, Mapping[str, Any]],
                        "were" if n_failed > 1 else "was"))
     m.paragraphs.append(" ".join(p for p in (*parts, sample) if p))
     m.paragraphs.append(_statistics(control, model, nonparametric, alpha, families,
-                                    len(group_sizes), has_dunnett, m))
+                                    len(group_sizes), has_dunnett, m, quote))
     return m

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..columns import MORPHOMETRY_PARAMETERS
 from ..errors import ConfigError
-from .data import NO_GROUP, group_order, parameters
+from .data import NO_GROUP, group_order, parameters, uncell_text_cells
 from .summary import chosen_family, statistics_table
 
 __all__ = [
@@ -187,7 +187,8 @@ def conclusion_of(statistics: pd.DataFrame, parameter: str, order: Sequence[str]
                       pairs=pairs, alpha=alpha)
 
 
-def compare_conclusions(main: Conclusion, other: Conclusion, label: str) -> list[str]:
+def compare_conclusions(main: Conclusion, other: Conclusion, label: str,
+                        quote: Callable[[str], str] = str) -> list[str]:
     """What differs between the main conclusion and another; empty when it holds.
 
     Parameters
@@ -196,6 +197,9 @@ def compare_conclusions(main: Conclusion, other: Conclusion, label: str) -> list
         At the main threshold and at a variant.
     label : str
         How the variant is named in the text (``"−5 %"``).
+    quote : callable, default str (unchanged)
+        Applied to every group name and note from the input, e.g.
+        :func:`~ctmorph.textsafe.markdown_text` for ``methods.md``.
 
     Returns
     -------
@@ -206,9 +210,9 @@ def compare_conclusions(main: Conclusion, other: Conclusion, label: str) -> list
     if not main.tested and not other.tested:
         return []
     if main.tested != other.tested:
-        return [f"tested at the main threshold but not at {label} ({other.note})"
-                if main.tested else f"not tested at the main threshold ({main.note}) but at "
-                                    f"{label}"]
+        return [f"tested at the main threshold but not at {label} ({quote(other.note)})"
+                if main.tested else f"not tested at the main threshold ({quote(main.note)}) "
+                                    f"but at {label}"]
     out = []
     if main.omnibus_significant != other.omnibus_significant:
         name = main.omnibus_test if main.omnibus_test == other.omnibus_test else \
@@ -216,7 +220,7 @@ def compare_conclusions(main: Conclusion, other: Conclusion, label: str) -> list
         out.append(f"{name}: {_p_then(main.omnibus_p, other.omnibus_p, label)}")
     sig_main, sig_other = main.significant, other.significant
     for key in list(dict.fromkeys([*sig_main, *sig_other])):
-        a, b = key
+        a, b = quote(key[0]), quote(key[1])
         if key in sig_main and key in sig_other:
             if sig_main[key] != sig_other[key]:
                 out.append(f"{a} vs {b}: the difference changes sign at {label}")
@@ -231,29 +235,79 @@ def compare_conclusions(main: Conclusion, other: Conclusion, label: str) -> list
 class SensitivityResult:
     """The threshold-sensitivity section of the report.
 
+    The texts (:attr:`changes`, :attr:`sentence`, :attr:`notes`) are plain; the
+    ``*_text(quote)`` methods build them with every name and message from the input passed
+    through ``quote`` (:func:`~ctmorph.textsafe.markdown_text` for ``methods.md``).
+
     Attributes
     ----------
     table : DataFrame
         Columns :data:`SENSITIVITY_COLUMNS` (``report/sensitivity.csv``).
-    changes : dict
-        ``{parameter: [phrase, ...]}`` of the tested parameters whose conclusions change
-        (empty list: they hold).
-    sentence : str
-        The one-paragraph verdict for ``report.html`` and ``methods.md``.
+    conclusions : dict
+        ``{parameter: {threshold_change_pct: Conclusion}}``.
     thresholds : dict
         ``{threshold_change_pct: threshold}`` (grey, or g/cm³ HA for a density threshold).
     unit : str
         ``"grey"`` or ``"g/cm³ HA"``.
-    notes : list of str
-        Scans left out (failed at a variant) and similar caveats.
+    control, model : str or None
+        The reference groups of the compared pairs.
+    alpha : float
+        Significance level of the decisions.
+    left_out : list of (str, float, str)
+        ``(scan, threshold_change_pct, why)`` of the scans that failed at a variant.
+    n_compared, n_main : int
+        Scans compared (analysed at every threshold) and scans of the main report.
     """
 
     table: pd.DataFrame
-    changes: dict[str, list[str]]
-    sentence: str
+    conclusions: dict[str, dict[float, Conclusion]]
     thresholds: dict[float, float]
     unit: str
-    notes: list[str] = field(default_factory=list)
+    control: str | None = None
+    model: str | None = None
+    alpha: float = 0.05
+    left_out: list[tuple[str, float, str]] = field(default_factory=list)
+    n_compared: int = 0
+    n_main: int = 0
+
+    def changes_text(self, quote: Callable[[str], str] = str) -> dict[str, list[str]]:
+        """``{parameter: [phrase, ...]}`` of the parameters tested at some threshold.
+
+        An empty list: the conclusions hold (see :func:`compare_conclusions`).
+        """
+        pcts = sorted(self.thresholds)
+        return {p: [d for v in pcts for d in compare_conclusions(c[0], c[v], pct_label(v),
+                                                                 quote)]
+                for p, c in self.conclusions.items() if any(x.tested for x in c.values())}
+
+    def sentence_text(self, quote: Callable[[str], str] = str) -> str:
+        """The one-paragraph verdict for ``report.html`` and ``methods.md``."""
+        return _sentence(self.changes_text(quote), self.thresholds, self.unit, self.alpha,
+                         self.control, self.model, quote)
+
+    def notes_text(self, quote: Callable[[str], str] = str) -> list[str]:
+        """Scans left out (failed at a variant) and similar caveats."""
+        out = [f"{quote(s)} left out of the comparison: failed at {pct_label(v)} ({quote(why)})"
+               for s, v, why in self.left_out]
+        if self.n_compared != self.n_main:
+            out.append(f"conclusions compared on the {self.n_compared} scans analysed at every "
+                       f"threshold (the main report uses {self.n_main})")
+        return out
+
+    @property
+    def changes(self) -> dict[str, list[str]]:
+        """:meth:`changes_text`, plain."""
+        return self.changes_text()
+
+    @property
+    def sentence(self) -> str:
+        """:meth:`sentence_text`, plain."""
+        return self.sentence_text()
+
+    @property
+    def notes(self) -> list[str]:
+        """:meth:`notes_text`, plain."""
+        return self.notes_text()
 
     @property
     def holds(self) -> bool:
@@ -261,8 +315,13 @@ class SensitivityResult:
         return not any(self.changes.values())
 
 
+#: The column of a row holding the threshold in each unit the percentage may apply to.
+_THRESHOLD_COLUMN = {"grey": "threshold", "attenuation": "threshold_attenuation",
+                     "g/cm³ HA": "threshold_density"}
+
+
 def _variant_threshold(df: pd.DataFrame, unit: str) -> float:
-    col = "threshold_density" if unit != "grey" else "threshold"
+    col = _THRESHOLD_COLUMN.get(unit, "threshold_density")
     if col not in df.columns:
         return math.nan
     v = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
@@ -294,7 +353,7 @@ def threshold_sensitivity(variants: Mapping[float, pd.DataFrame], *, control: st
         As in the main report.
     alpha : float
         Significance level, in (0, 1).
-    unit : {"grey", "g/cm³ HA"}
+    unit : {"grey", "attenuation", "g/cm³ HA"}
         The quantity the percentage was applied to (for the thresholds in the text).
     main_statistics : DataFrame, optional
         The main report's :func:`statistics_table` of ``variants[0]``, reused when every
@@ -316,19 +375,16 @@ def threshold_sensitivity(variants: Mapping[float, pd.DataFrame], *, control: st
         raise ConfigError("threshold sensitivity needs at least one changed threshold")
     ok_sets = {v: set(df.loc[df["status"] == "ok", "scan"]) for v, df in variants.items()}
     common = set.intersection(*ok_sets.values())
-    notes = []
+    left_out = []
     for v in pcts:
         missing = sorted(ok_sets[0] - ok_sets[v]) if v != 0 else []
         for s in missing:
             df = variants[v]
             err = df.loc[df["scan"] == s, "error"] if "error" in df.columns else pd.Series([])
             why = str(err.iloc[0]) if len(err) and str(err.iloc[0]) else "not analysed"
-            notes.append(f"{s} left out of the comparison: failed at {pct_label(v)} ({why})")
+            left_out.append((s, v, why))
     if not common:
         raise ConfigError("threshold sensitivity: no scan was analysed at every threshold")
-    if common != ok_sets[0]:
-        notes.append(f"conclusions compared on the {len(common)} scans analysed at every "
-                     f"threshold (the main report uses {len(ok_sets[0])})")
     subset = {v: variants[v][variants[v]["scan"].isin(common)
                              & (variants[v]["status"] == "ok")].copy() for v in pcts}
     main = subset[0]
@@ -342,12 +398,11 @@ def threshold_sensitivity(variants: Mapping[float, pd.DataFrame], *, control: st
     thresholds = {v: _variant_threshold(subset[v], unit) for v in pcts}
 
     recs: list[dict[str, Any]] = []
-    changes: dict[str, list[str]] = {}
+    conclusions: dict[str, dict[float, Conclusion]] = {}
     for p in params:
         concl = {v: conclusion_of(stats[v], p, order, control, model, alpha) for v in pcts}
+        conclusions[p] = concl
         diffs = {v: compare_conclusions(concl[0], concl[v], pct_label(v)) for v in pcts}
-        if concl[0].tested or any(c.tested for c in concl.values()):
-            changes[p] = [d for v in pcts for d in diffs[v]]
         means0 = {g: float(np.nanmean(main.loc[main["group"] == g, p].to_numpy(float)))
                   if (main["group"] == g).any() else math.nan for g in order}
         for v in pcts:
@@ -371,14 +426,15 @@ def threshold_sensitivity(variants: Mapping[float, pd.DataFrame], *, control: st
                     "conclusions_hold": not diffs[v], "changes": "; ".join(diffs[v]),
                 })
     table = pd.DataFrame(recs, columns=SENSITIVITY_COLUMNS)
-    return SensitivityResult(table=table, changes=changes,
-                             sentence=_sentence(changes, thresholds, unit, alpha, control,
-                                                model),
-                             thresholds=thresholds, unit=unit, notes=notes)
+    return SensitivityResult(table=table, conclusions=conclusions, thresholds=thresholds,
+                             unit=unit, control=control, model=model, alpha=alpha,
+                             left_out=left_out, n_compared=len(common),
+                             n_main=len(ok_sets[0]))
 
 
 def _sentence(changes: Mapping[str, list[str]], thresholds: Mapping[float, float], unit: str,
-              alpha: float, control: str | None, model: str | None) -> str:
+              alpha: float, control: str | None, model: str | None,
+              quote: Callable[[str], str]) -> str:
     pcts = sorted(v for v in thresholds if v != 0)
     labels = " and ".join(pct_label(v) for v in pcts)
     if len(pcts) == 2 and pcts[0] == -pcts[1]:
@@ -388,7 +444,7 @@ def _sentence(changes: Mapping[str, list[str]], thresholds: Mapping[float, float
             f"{_fmt_thr(thresholds[0])} {unit})")
     if not changes:
         return head + " no parameter could be tested."
-    against = [f"vs {g}" for g in (control, model) if g is not None]
+    against = [f"vs {quote(g)}" for g in (control, model) if g is not None]
     what = (f"the same omnibus decision at α = {alpha:g} and the same significant pairs "
             f"{' and '.join(against) or 'between groups'}, in the same direction")
     changed = {p: c for p, c in changes.items() if c}
@@ -410,8 +466,8 @@ def load_sensitivity(out_dir: str | Path) -> pd.DataFrame | None:
     DataFrame or None
         Rows as written by ``ctmorph analyze --sensitivity``: ``scan``, ``group``,
         ``threshold_change_pct`` (%), ``status``, ``error``, ``threshold`` and the
-        parameters (numeric); an empty group becomes ``"(no group)"`` as in
-        :func:`~ctmorph.report.data.load_results`.
+        parameters (numeric); an empty group becomes ``"(no group)"`` and text cells are
+        unescaped as in :func:`~ctmorph.report.data.load_results`.
 
     Raises
     ------
@@ -425,6 +481,7 @@ def load_sensitivity(out_dir: str | Path) -> pd.DataFrame | None:
         df = pd.read_csv(path, dtype={"scan": str, "group": str, "status": str, "error": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable sensitivity table ({exc})") from None
+    uncell_text_cells(df)
     for col in ("scan", "threshold_change_pct", "status", "threshold"):
         if col not in df.columns:
             raise ConfigError(f"{path}: column {col!r} is missing")
@@ -500,7 +557,11 @@ def sensitivity_from_folder(out_dir: str | Path, main: pd.DataFrame, run: Mappin
         return None, (f"{path}: left out, {why} (written by an earlier run; re-run "
                       "'ctmorph analyze ... --sensitivity P')")
     cfg = run.get("config") if isinstance(run.get("config"), Mapping) else {}
-    unit = "g/cm³ HA" if cfg.get("threshold_density") is not None else "grey"
+    units = set(sens["threshold_unit"].dropna()) if "threshold_unit" in sens.columns else set()
+    if len(units) == 1:
+        unit = str(units.pop())
+    else:  # tables of older versions: a density threshold or a grey one
+        unit = "g/cm³ HA" if cfg.get("threshold_density") is not None else "grey"
     variants: dict[float, pd.DataFrame] = {0.0: main}
     for v, block in sens.groupby("threshold_change_pct", sort=True):
         if v != 0:
@@ -513,18 +574,38 @@ def sensitivity_from_folder(out_dir: str | Path, main: pd.DataFrame, run: Mappin
     return res, ""
 
 
-def sensitivity_paragraph(res: SensitivityResult, nonparametric: bool = False) -> str:
-    """The methods paragraph: what was varied, how it was judged, and the verdict."""
+def sensitivity_paragraph(res: SensitivityResult, nonparametric: bool = False,
+                          quote: Callable[[str], str] = str) -> str:
+    """The methods paragraph: what was varied, how it was judged, and the verdict.
+
+    Parameters
+    ----------
+    res : SensitivityResult
+        From :func:`threshold_sensitivity`.
+    nonparametric : bool
+        Whether the non-parametric analysis was run.
+    quote : callable, default str (unchanged)
+        Applied to every name and message from the input
+        (:func:`~ctmorph.textsafe.markdown_text` for ``methods.md``).
+
+    Returns
+    -------
+    str
+    """
     pcts = sorted(v for v in res.thresholds if v != 0)
     size = " and ".join(f"{abs(v):g} %" for v in dict.fromkeys(abs(v) for v in pcts))
-    what = ("the density threshold (g/cm³ HA, converted to grey per scan as for the main "
-            "analysis)" if res.unit != "grey" else "the grey-value threshold")
+    what = {"grey": "the grey-value threshold",
+            "attenuation": "the threshold in attenuation (NRecon CS units, converted to grey "
+                           "per scan as for the main analysis)"}.get(
+        res.unit, "the density threshold (g/cm³ HA, converted to grey per scan as for the main "
+                  "analysis)")
     text = (f"Threshold sensitivity: every scan was analysed again with {what} lowered and "
             f"raised by {size}, and the statistics were repeated with the same tests"
             + (" (including the non-parametric analysis)" if nonparametric else "")
             + ". A conclusion was taken to hold when the omnibus decision and the set of "
               "significant post-hoc pairs, with the direction of each difference, were the "
-              f"same as at the main threshold. {res.sentence}")
-    if res.notes:
-        text += " " + "; ".join(n[:1].upper() + n[1:] for n in res.notes) + "."
+              f"same as at the main threshold. {res.sentence_text(quote)}")
+    notes = res.notes_text(quote)
+    if notes:
+        text += " " + "; ".join(n[:1].upper() + n[1:] for n in notes) + "."
     return text
