@@ -1,25 +1,29 @@
-"""Many scans: pooled threshold, per-scan results, failures isolated, outputs written atomically.
+"""Many scans: one study threshold, per-scan results, failures isolated, outputs atomic.
 
-One failed scan never loses the others: its row carries ``status=failed`` and the reason,
-and the run goes on. Scans come from folders (with a groups file or one group) or from a
-manifest (:mod:`ctmorph.manifest`); :func:`check_study` validates a study from the file
+One failed scan never loses the others and never changes their numbers: its row carries
+``status=failed`` and the reason, a scan that cannot be measured never enters the pooled
+threshold, and the run goes on. Scans come from folders (with a groups file or one group) or
+from a manifest (:mod:`ctmorph.manifest`); :func:`check_study` validates a study from the file
 headers without analysing it (``ctmorph analyze --dry-run``).
 
-With ``jobs > 1`` the scans run in a pool of processes in two phases: every scan's header and
-(for a pooled Otsu threshold) grey histogram, then the measurements, largest scans first.
-Each worker gives numba the usable cores divided by the workers busy measuring, re-evaluated
-at every pipeline stage, so the last scans of a run get all cores once the queue drains.
-Thread counts never change the numbers.
+The study threshold is one physical threshold (DESIGN.md §2): pooled and applied in attenuation
+through each scan's own CS window (:mod:`ctmorph.segment.pooling`), so scans reconstructed with
+different windows or bit depths are segmented at the same attenuation.
+
+With ``jobs > 1`` the scans run in a pool of processes (:class:`ctmorph.workers.WorkerPool`) in
+two phases: every scan's header and (for a pooled Otsu threshold) grey histogram, then the
+measurements, largest scans first. A worker that dies (out of memory, a crash) fails only the
+scan it was measuring; a fresh worker takes its place. Each worker gives numba the usable cores
+divided by the workers busy measuring, re-evaluated at every pipeline stage. Thread counts
+never change the numbers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import io
-import json
 import logging
 import logging.handlers
 import math
@@ -28,9 +32,9 @@ import os
 import signal
 import time
 import traceback
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +42,24 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._atomic import atomic_path, atomic_write_text
+from ._atomic import atomic_path, atomic_write_text, ensure_output_dir
 from ._memory import configure_for_scan
-from .columns import COLUMN_BY_NAME, order_columns
+from .columns import order_columns
 from .config import AnalysisConfig
-from .errors import ConfigError, CtmorphError, ScanError
-from .io import Scan, find_scan_dirs, read_scan
-from .manifest import Manifest, read_manifest
-from .pipeline import STAGES, ScanResult, measure_scan, scan_histogram, software_versions
-from .segment.threshold import otsu_threshold
+from .errors import ConfigError, CtmorphError, OutputError, ScanError
+from .io import Scan, find_scan_dirs, read_scan, scan_name
+from .manifest import Manifest, read_groups, read_manifest
+from .outputs import (
+    MARKER,
+    finished_result,
+    json_text,
+    write_columns,
+    write_scan_outputs,
+    write_table,
+)
+from .pipeline import STAGES, measure_scan, scan_histogram, software_versions
+from .segment.pooling import GreyScale, StudyThreshold, pooled_otsu
+from .workers import WorkerDied, WorkerPool, describe_exit
 
 __all__ = [
     "run_analysis",
@@ -67,7 +80,30 @@ ProgressFactory = Callable[[str, Sequence[str]], Callable[[str], None]]
 
 @dataclass
 class RunSummary:
-    """What a run produced."""
+    """What a run produced.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per scan, in run order.
+    out_dir : Path
+    threshold : float or None
+        The study threshold as a grey value, when every scan has the same grey scale (CS
+        window and bit depth); None when the scans' grey thresholds differ (then see
+        ``threshold_attenuation``), and for a density threshold.
+    threshold_method : str
+    seconds : float
+        Wall time of the run.
+    failed : list of (scan, error)
+    reused : int
+        Scans not recomputed because nothing changed.
+    scan_seconds : dict
+        Wall-clock seconds each scan took in its process (reading to QC pictures).
+    threshold_attenuation : float or None
+        The study threshold in attenuation (NRecon CS units), when the scans have CS windows.
+    threshold_scans : tuple of str
+        The scans whose histograms made a pooled Otsu threshold (empty otherwise).
+    """
 
     rows: list[dict[str, Any]]
     out_dir: Path
@@ -76,8 +112,9 @@ class RunSummary:
     seconds: float
     failed: list[tuple[str, str]] = field(default_factory=list)
     reused: int = 0
-    #: wall-clock seconds each analysed scan took in its process (reading to QC pictures)
     scan_seconds: dict[str, float] = field(default_factory=dict)
+    threshold_attenuation: float | None = None
+    threshold_scans: tuple[str, ...] = ()
 
     @property
     def n_ok(self) -> int:
@@ -88,81 +125,6 @@ class RunSummary:
         return len(self.failed)
 
 
-def read_groups(path: str | Path) -> dict[str, str]:
-    """Read a ``scan,group`` CSV into ``{scan: group}``.
-
-    Raises
-    ------
-    ConfigError
-        If the file is missing, lacks the columns, or lists a scan twice.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the groups file ({exc.strerror})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-    if "scan" not in fields or "group" not in fields:
-        raise ConfigError(f"{p}: a groups file needs the columns 'scan,group', found {fields}")
-    groups: dict[str, str] = {}
-    for line_no, rec in enumerate(reader, start=2):
-        rec = {k.strip().lower(): (v or "").strip() for k, v in rec.items() if k}
-        scan, group = rec.get("scan", ""), rec.get("group", "")
-        if not scan:
-            continue
-        if scan in groups:
-            raise ConfigError(f"{p}: line {line_no}: scan {scan!r} is listed twice")
-        groups[scan] = group
-    return groups
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float | np.floating):
-        return "" if not math.isfinite(value) else repr(float(value))
-    if isinstance(value, np.integer):
-        return str(int(value))
-    return str(value)
-
-
-def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Write rows as CSV atomically, columns in registry order (union of all rows' keys)."""
-    names: list[str] = []
-    for r in rows:
-        names.extend(k for k in r if k not in names)
-    cols = order_columns(names)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([_fmt(r.get(c)) for c in cols])
-    atomic_write_text(path, buf.getvalue())
-
-
-def _write_columns(names: Sequence[str], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["column", "unit", "description", "reference"])
-    for n in names:
-        c = COLUMN_BY_NAME.get(n)
-        w.writerow([n, c.unit if c else "", c.description if c else "", c.reference if c else ""])
-    atomic_write_text(path, buf.getvalue())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def _failed_row(name: str, group: str | None, error: str) -> dict[str, Any]:
     return {"scan": name, "group": group or "", "status": "failed", "error": error}
 
@@ -170,8 +132,8 @@ def _failed_row(name: str, group: str | None, error: str) -> dict[str, Any]:
 def scan_fingerprint(scan: Scan) -> str:
     """Cheap identity of a scan's files (names, sizes, modification times) for resumption.
 
-    The content hash (``input_hash``) is the provenance; this one only decides whether a
-    finished scan must be recomputed, without reading every slice again.
+    The content hash (``input_hash``) is the provenance, and is compared too with
+    ``verify_inputs``; this one decides without reading every slice again.
     """
     h = hashlib.sha256()
     files = list(scan.files)
@@ -184,35 +146,28 @@ def scan_fingerprint(scan: Scan) -> str:
 
 
 def _cached_histogram(scan: Scan, cache: Path) -> np.ndarray:
-    """The scan's grey histogram, reused from ``cache`` when the fingerprint matches."""
+    """The scan's grey histogram, reused from ``cache`` when the fingerprint matches.
+
+    The cache is an ``.npz`` whose members carry a fixed date, so identical inputs give an
+    identical file (``np.savez`` would stamp the current time).
+    """
     fp = scan_fingerprint(scan)
     if cache.is_file():
         try:
             with np.load(cache) as z:
                 if str(z["fingerprint"]) == fp:
                     return z["hist"]
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             pass
     hist = scan_histogram(scan)
     with atomic_path(cache, suffix=".npz.tmp") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, hist=hist, fingerprint=np.array(fp))
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for key, arr in (("hist", hist), ("fingerprint", np.array(fp))):
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, arr, allow_pickle=False)
+                zf.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
+                            buf.getvalue())
     return hist
-
-
-def _previous_row(folder: Path, fingerprint: str, settings_key: str) -> dict[str, Any] | None:
-    """The stored row of a finished scan if its inputs and settings are unchanged."""
-    path = folder / "morphometry.json"
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if info.get("fingerprint") != fingerprint or info.get("settings_key") != settings_key:
-        return None
-    row = info.get("row")
-    return row if isinstance(row, dict) and row.get("status") == "ok" else None
 
 
 def default_jobs() -> int:
@@ -226,7 +181,7 @@ def default_jobs() -> int:
 @dataclass(frozen=True)
 class _Job:
     name: str
-    folder: Path
+    scan: Scan
     group: str
     config: AnalysisConfig
     threshold: float | None
@@ -235,6 +190,10 @@ class _Job:
     write_qc: bool
     force: bool
     numba_threads: int = 0
+    #: the study threshold in attenuation, reported in the row (None: from the scan's window)
+    threshold_attenuation: float | None = None
+    #: compare the inputs' content hash before reusing a finished scan
+    verify_inputs: bool = False
     #: where the scan's settings came from (manifest path, line, overrides), for its JSON
     manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     #: the process that measures the scan is ctmorph's (CLI or pool worker): it may tune malloc
@@ -248,6 +207,17 @@ def _settings_key(job: _Job) -> str:
     return f"{job.config.digest()}|{job.threshold!r}|{cal}|{__version__}"
 
 
+@dataclass
+class _Outcome:
+    """What one scan's job returns to the parent."""
+
+    row: dict[str, Any]
+    reused: bool
+    seconds: float
+    #: numba threads used per pipeline stage (pool workers)
+    threads: dict[str, int] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------------------------------------
 # Pool workers: numba threads shared among the busy workers, log records sent to the parent
 
@@ -256,25 +226,25 @@ def _settings_key(job: _Job) -> str:
 class _ThreadBudget:
     """Numba threads for the scan a pool worker measures: ``total // busy``, at least 1.
 
-    ``busy`` is a counter shared by the workers of one pool (a ``multiprocessing.Value``); a
-    worker counts itself in while it measures a scan, and applies the budget at every pipeline
-    stage, so a scan that ends up alone gets all ``total`` threads from its next stage on.
+    ``busy`` is an array shared by the workers of one pool (a ``multiprocessing.Array``, one
+    flag per worker slot); a worker raises its flag while it measures a scan and applies the
+    budget at every pipeline stage, so a scan that ends up alone gets all ``total`` threads
+    from its next stage on. The pool lowers the flag of a worker that died.
     """
 
     busy: Any
     total: int
+    slot: int = 0
 
     def start(self) -> None:
-        with self.busy.get_lock():
-            self.busy.value += 1
+        self.busy[self.slot] = 1
 
     def finish(self) -> None:
-        with self.busy.get_lock():
-            self.busy.value = max(0, self.busy.value - 1)
+        self.busy[self.slot] = 0
 
     def threads(self) -> int:
         """Threads this worker may use now."""
-        return max(1, self.total // max(1, self.busy.value))
+        return max(1, self.total // max(1, sum(self.busy[:])))
 
     def apply(self) -> int:
         """Set numba's thread count to :meth:`threads` (within the process's maximum)."""
@@ -287,11 +257,12 @@ class _ThreadBudget:
 
 
 #: The pool worker's thread budget. Set once per worker process by :func:`_init_worker` (the
-#: usual ProcessPoolExecutor initializer pattern); empty in the parent and in serial runs.
+#: usual pool initializer pattern); empty in the parent and in serial runs.
 _WORKER_BUDGET: list[_ThreadBudget] = []
 
 
-def _init_worker(log_queue: Any, level: int, busy: Any, total: int, parent: int) -> None:
+def _init_worker(slot: int, log_queue: Any, level: int, busy: Any, total: int,
+                 parent: int) -> None:
     """Pool worker set-up: die with the parent, send log records to it, join the budget."""
     if hasattr(os, "sched_getaffinity"):  # Linux: an orphaned worker must not keep computing
         import ctypes
@@ -307,7 +278,7 @@ def _init_worker(log_queue: Any, level: int, busy: Any, total: int, parent: int)
     root.addHandler(logging.handlers.QueueHandler(log_queue))
     root.setLevel(logging.WARNING)
     logging.getLogger("ctmorph").setLevel(level)
-    _WORKER_BUDGET[:] = [_ThreadBudget(busy, total)]
+    _WORKER_BUDGET[:] = [_ThreadBudget(busy, total, slot)]
 
 
 class _Relay(logging.Handler):
@@ -318,33 +289,66 @@ class _Relay(logging.Handler):
 
 
 @contextlib.contextmanager
-def _process_pool(jobs: int) -> Iterator[ProcessPoolExecutor]:
-    """A spawn pool of ``jobs`` workers whose log records reach this process's handlers."""
+def _process_pool(jobs: int) -> Iterator[WorkerPool]:
+    """A pool of ``jobs`` spawned workers whose log records reach this process's handlers."""
     ctx = multiprocessing.get_context("spawn")
     log_queue = ctx.Queue()
-    busy = ctx.Value("i", 0)
+    busy = ctx.Array("b", jobs, lock=False)
     listener = logging.handlers.QueueListener(log_queue, _Relay())
     listener.start()
     level = logging.getLogger("ctmorph").getEffectiveLevel()
-    pool = ProcessPoolExecutor(
-        max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-        initargs=(log_queue, level, busy, default_jobs(), os.getpid()),
-    )
+
+    def lower_flag(slot: int) -> None:
+        busy[slot] = 0
+
     try:
-        yield pool
-    except BaseException:  # Ctrl-C or an error: do not start the queued scans
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    else:
-        pool.shutdown(wait=True)
+        with WorkerPool(jobs, initializer=_init_worker, on_death=lower_flag,
+                        initargs=(log_queue, level, busy, default_jobs(), os.getpid())) as pool:
+            yield pool
     finally:
         listener.stop()
 
 
-def _run_job(
-    job: _Job, progress: Callable[[str], None] | None = None
-) -> tuple[dict, bool, float]:
-    """Analyse one scan (or reuse its stored result); returns (row, reused, wall seconds)."""
+def _worker_died_message(name: str, exc: WorkerDied) -> str:
+    why = " (out of memory?)" if exc.exitcode == -signal.SIGKILL else ""
+    return (f"{name}: the worker process measuring it {describe_exit(exc.exitcode)}{why}; "
+            "the other scans were not affected. Re-run with --jobs 1 to give each scan all "
+            "the memory")
+
+
+#: Row columns that are facts of the current run, not of the measurement: a reused row takes
+#: them from the current run (its group, how the threshold was found, ...).
+_RUN_FACTS = ("group", "threshold_method", "threshold_attenuation")
+
+
+def _reuse(job: _Job, fingerprint: str, key: str) -> dict[str, Any] | None:
+    """The finished row of the scan with the current run's facts, or None to recompute."""
+    folder = job.out / job.name
+    info = finished_result(
+        folder, fingerprint=fingerprint, settings_key=key, write_qc=job.write_qc,
+        input_hash=job.scan.input_hash() if job.verify_inputs else None,
+    )
+    if info is None:
+        return None
+    row = dict(info["row"])
+    row["group"] = job.group
+    row["threshold_method"] = job.method
+    if job.threshold_attenuation is not None:
+        row["threshold_attenuation"] = job.threshold_attenuation
+    manifest = job.manifest
+    if any(info["row"].get(k) != row.get(k) for k in _RUN_FACTS) or \
+            info.get("manifest") != manifest:
+        info["row"] = row
+        if manifest is None:
+            info.pop("manifest", None)
+        else:
+            info["manifest"] = manifest
+        atomic_write_text(folder / MARKER, json_text(info))
+    return row
+
+
+def _run_job(job: _Job, progress: Callable[[str], None] | None = None) -> _Outcome:
+    """Analyse one scan (or reuse its stored result)."""
     t0 = time.perf_counter()
     if job.numba_threads:
         import numba
@@ -362,37 +366,35 @@ def _run_job(
     if budget is not None:
         budget.start()
     try:
-        scan = read_scan(job.folder, voxel_size_um=job.config.voxel_size_um)
+        scan = job.scan
         if job.own_process:  # a large scan: keep the resident set close to what is alive
             configure_for_scan(math.prod(scan.shape) * scan.dtype.itemsize)
         fingerprint = scan_fingerprint(scan)
         key = _settings_key(job)
         if not job.force:
-            prev = _previous_row(job.out / job.name, fingerprint, key)
-            if prev is not None:
-                prev["group"] = job.group
-                return prev, True, time.perf_counter() - t0
+            row = _reuse(job, fingerprint, key)
+            if row is not None:
+                return _Outcome(row, True, time.perf_counter() - t0)
+        logger.debug("%s: measured in process %d", job.name, os.getpid())
         res = measure_scan(
-            job.folder, job.config, threshold=job.threshold, threshold_method=job.method,
-            progress=step,
+            scan, job.config, threshold=job.threshold, threshold_method=job.method,
+            threshold_attenuation=job.threshold_attenuation, progress=step,
         )
         res.row["group"] = job.group
-        res.details["fingerprint"] = fingerprint
-        res.details["settings_key"] = key
+        extra: dict[str, Any] = {"fingerprint": fingerprint, "settings_key": key}
         if job.manifest is not None:
-            res.details["manifest"] = job.manifest
-        if threads_used:
-            res.details["numba_threads"] = threads_used
-        _write_scan_outputs(res, job.out / job.name, job.write_qc)
-        return res.row, False, time.perf_counter() - t0
+            extra["manifest"] = job.manifest
+        write_scan_outputs(res, job.out / job.name, write_qc=job.write_qc, extra=extra)
+        return _Outcome(res.row, False, time.perf_counter() - t0, threads_used)
     except CtmorphError as exc:
         logger.error("%s", exc)
-        return _failed_row(job.name, job.group, str(exc)), False, time.perf_counter() - t0
+        return _Outcome(_failed_row(job.name, job.group, str(exc)), False,
+                        time.perf_counter() - t0)
     except Exception as exc:  # one broken scan must not lose the others
         logger.error("%s: internal error: %s", job.name, exc)
         logger.debug("%s", traceback.format_exc())
         msg = f"{job.name}: internal error: {type(exc).__name__}: {exc}"
-        return _failed_row(job.name, job.group, msg), False, time.perf_counter() - t0
+        return _Outcome(_failed_row(job.name, job.group, msg), False, time.perf_counter() - t0)
     finally:
         if budget is not None:
             budget.finish()
@@ -412,6 +414,43 @@ class _Planned:
     manifest: dict[str, Any] | None = None
 
 
+def _check_unique(planned: Sequence[_Planned]) -> None:
+    """One name per scan and one scan per folder, before anything is computed."""
+    names: set[str] = set()
+    folders: dict[Path, str] = {}
+    for item in planned:
+        if item.name in names:
+            raise ConfigError(
+                f"two scan folders are both named {item.name!r}; scan names must be unique"
+            )
+        names.add(item.name)
+        if item.folder is None:
+            continue
+        real = item.folder.resolve()
+        if real in folders:
+            raise ConfigError(
+                f"{item.name!r} and {folders[real]!r} are the same scan folder ({real}); "
+                "each animal must be analysed once"
+            )
+        folders[real] = item.name
+
+
+def _check_groups_listed(groups: Mapping[str, str], names: set[str], strict: bool) -> None:
+    """Rows of a groups file naming scans that are not in the run: a warning (or, strict, an
+    error), so a typo does not silently shrink the study."""
+    extra = [s for s in groups if s not in names]
+    if not extra:
+        return
+    where = getattr(groups, "path", "the groups file")
+    line = getattr(groups, "line", None)
+    shown = ", ".join(f"{s!r} (line {line(s)})" if line else repr(s) for s in extra[:10])
+    more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+    msg = (f"{where}: {len(extra)} row(s) name scans that are not in this run: {shown}{more}")
+    if strict:
+        raise ConfigError(msg + " (--strict)")
+    logger.warning("%s", msg)
+
+
 def _plan(
     paths: Sequence[str | Path],
     cfg: AnalysisConfig,
@@ -419,6 +458,7 @@ def _plan(
     manifest: Manifest | str | Path | None,
     groups: Mapping[str, str] | None,
     group: str | None,
+    strict: bool = False,
 ) -> list[_Planned]:
     """The run's scans in order, each with its group, settings or the reason it cannot run."""
     if manifest is not None:
@@ -429,35 +469,33 @@ def _plan(
             )
         if not isinstance(manifest, Manifest):
             manifest = read_manifest(manifest, cfg)
-        return [
+        planned = [
             _Planned(e.name, e.folder, e.group, e.config(cfg), manifest=manifest.provenance(e))
             for e in manifest.entries
         ]
-    found: list[tuple[str, Path | None, str | None]] = []  # name, folder, early error
+        _check_unique(planned)
+        return planned
+    planned = []
     for p in paths:
         try:
             for d in find_scan_dirs([p]):
-                found.append((d.name, d, None))
+                planned.append(_Planned(scan_name(d), d, "", cfg))
         except ScanError as exc:
-            found.append((Path(p).name or str(p), None, str(exc)))
-    seen: set[str] = set()
-    for name, _, _ in found:
-        if name in seen:
-            raise ConfigError(
-                f"two scan folders are both named {name!r}; scan names must be unique"
-            )
-        seen.add(name)
-    planned = []
-    for name, folder, err in found:
-        g: str | None = ""
+            try:
+                name = scan_name(p)
+            except ScanError:
+                name = str(p)
+            planned.append(_Planned(name, None, "", cfg, error=str(exc)))
+    _check_unique(planned)
+    if groups is not None and group is None:
+        _check_groups_listed(groups, {i.name for i in planned}, strict)
+    for item in planned:
         if group is not None:
-            g = group
+            item.group = group
         elif groups is not None:
-            g = groups.get(name) or None
-            if g is None and not err:
-                err = f"{name}: scan is not listed with a group in the groups file"
-        planned.append(_Planned(name, folder, g, cfg, error=err or (None if folder else
-                                                                      "not found")))
+            item.group = groups.get(item.name) or None
+            if item.group is None and item.error is None:
+                item.error = f"{item.name}: scan is not listed with a group in the groups file"
     return planned
 
 
@@ -466,11 +504,25 @@ class _Probe:
     """What the headers (and, when asked, the pixels) of one scan say."""
 
     name: str
-    shape: tuple[int, int, int] | None = None
-    bit_depth: int | None = None
-    voxel_um: float | None = None
+    scan: Scan | None = None
     hist: np.ndarray | None = None
     error: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        return None if self.scan is None else self.scan.shape
+
+    @property
+    def bit_depth(self) -> int | None:
+        return None if self.scan is None else self.scan.dtype.itemsize * 8
+
+    @property
+    def voxel_um(self) -> float | None:
+        return None if self.scan is None else self.scan.voxel_size_um
+
+    @property
+    def scale(self) -> GreyScale | None:
+        return None if self.scan is None else GreyScale(self.scan.gmax, self.scan.cs_window)
 
 
 def _probe(name: str, folder: Path, cfg: AnalysisConfig, hist_cache: Path | None) -> _Probe:
@@ -482,25 +534,92 @@ def _probe(name: str, folder: Path, cfg: AnalysisConfig, hist_cache: Path | None
         return _Probe(name, error=str(exc))
     except Exception as exc:  # one broken scan must not lose the others
         return _Probe(name, error=f"{name}: internal error: {type(exc).__name__}: {exc}")
-    return _Probe(name, scan.shape, scan.dtype.itemsize * 8, scan.voxel_size_um, hist)
+    return _Probe(name, scan, hist)
 
 
-def _bit_depth_problems(probes: Sequence[_Probe]) -> dict[str, str]:
-    """Scans whose bit depth differs from most scans' (ties: the first scan's), with why.
+# ---------------------------------------------------------------------------------------------
+# One study threshold: which grey scales (CS window, bit depth) it can be applied to
 
-    One study-wide grey threshold means nothing across bit depths.
-    """
-    depths = [p.bit_depth for p in probes if p.error is None and p.bit_depth is not None]
-    if not depths:
-        return {}
-    counts = Counter(depths)
+
+def _threshold_unit(cfg: AnalysisConfig) -> str:
+    """How the study threshold is stated: ``density``, ``attenuation``, ``otsu`` or ``grey``."""
+    if cfg.threshold_density is not None:
+        return "density"
+    if cfg.threshold_attenuation is not None:
+        return "attenuation"
+    return "otsu" if cfg.threshold == "otsu" else "grey"
+
+
+def _majority(values: Sequence[Any]) -> Any:
+    """The most common value (ties: the first seen)."""
+    counts = Counter(values)
     top = max(counts.values())
-    common = next(d for d in depths if counts[d] == top)
-    return {
-        p.name: (f"{p.name}: slices are {p.bit_depth}-bit but most scans of the run are "
-                 f"{common}-bit; one study-wide grey threshold needs one bit depth")
-        for p in probes if p.error is None and p.bit_depth not in (None, common)
-    }
+    return next(v for v in values if counts[v] == top)
+
+
+def _study_scales(probes: Sequence[_Probe], cfg: AnalysisConfig
+                  ) -> tuple[dict[str, str], dict[str, GreyScale]]:
+    """The grey scale each scan's threshold is taken on, and the scans that cannot take one.
+
+    Returns ``(problems, scales)``: ``{scan: why it cannot be thresholded with the study}``
+    and ``{scan: GreyScale}`` for the others. A scan without a CS window borrows the study's
+    scale when every scan with a window shares one and its bit depth is the same; a pooled
+    Otsu threshold works across different windows and bit depths (on a common attenuation
+    axis), a grey threshold only within one scale.
+    """
+    unit = _threshold_unit(cfg)
+    good = [p for p in probes if p.error is None and p.scale is not None]
+    if unit == "density":
+        return {}, {p.name: p.scale for p in good}
+    windowed = {p.name: p.scale for p in good if p.scale.window is not None}
+    windowless = {p.name: p.scale for p in good if p.scale.window is None}
+    no_window = ("its log gives no CS window ('Minimum/Maximum for CS to Image Conversion' in "
+                 "[Reconstruction])")
+    problems: dict[str, str] = {}
+    if unit == "attenuation":
+        for n in windowless:
+            problems[n] = (f"{n}: {no_window}, so the threshold in attenuation "
+                           "(--threshold-attenuation) cannot be converted to its grey values")
+        return problems, windowed
+    if not good:
+        return problems, {}
+    if not windowed:  # plain image stacks: grey values of one bit depth
+        common = _majority(list(windowless.values()))
+        for n, s in windowless.items():
+            if s != common:
+                problems[n] = (f"{n}: slices are {s.bits} but most scans of the run "
+                               f"are {common.bits}, and no log gives a CS window to "
+                               "convert between them; one study-wide grey threshold needs one "
+                               "bit depth")
+        return problems, {n: common for n in windowless if n not in problems}
+    distinct = set(windowed.values())
+    if len(distinct) > 1 and unit == "otsu":  # pooled on a common attenuation axis
+        shown = "; ".join(sorted({s.describe() for s in distinct}))
+        for n in windowless:
+            problems[n] = (f"{n}: {no_window}, but the study's scans have different CS windows "
+                           f"or bit depths ({shown}): its grey values cannot be put on the "
+                           "study's attenuation scale; add the window to its log or analyse it "
+                           "in a run of its own")
+        return problems, dict(windowed)
+    common = _majority(list(windowed.values()))
+    scales: dict[str, GreyScale] = {}
+    for n, s in windowed.items():
+        if s == common:
+            scales[n] = s
+        else:  # a grey threshold means another attenuation in this scan
+            problems[n] = (f"{n}: the threshold {float(cfg.threshold):g} is a grey value, but "
+                           f"this scan's grey scale ({s.describe()}) differs from the study's "
+                           f"({common.describe()}), so the same grey is another attenuation "
+                           "here; give --threshold otsu, --threshold-attenuation or "
+                           "--threshold-density")
+    for n, s in windowless.items():
+        if s.gmax == common.gmax:
+            scales[n] = common
+        else:
+            problems[n] = (f"{n}: {no_window} and its slices are {s.bits} while the "
+                           f"study's are {common.describe()}: one study threshold cannot be "
+                           "applied to it")
+    return problems, scales
 
 
 def _voi_problem(p: _Probe, cfg: AnalysisConfig) -> str | None:
@@ -519,13 +638,47 @@ def _voi_problem(p: _Probe, cfg: AnalysisConfig) -> str | None:
 
 
 def _threshold_problem(p: _Probe, cfg: AnalysisConfig) -> str | None:
-    if cfg.threshold_density is not None or cfg.threshold == "otsu" or p.bit_depth is None:
+    if _threshold_unit(cfg) != "grey" or p.bit_depth is None:
         return None
     gmax = 2 ** p.bit_depth - 1
     if not 0 <= float(cfg.threshold) < gmax:
         return (f"{p.name}: threshold {float(cfg.threshold):g} is outside the grey range "
                 f"0..{gmax} of its {p.bit_depth}-bit slices")
     return None
+
+
+@dataclass
+class _StudyThreshold:
+    """The run's threshold: per scan its grey value, and what the log and run.json say."""
+
+    threshold: StudyThreshold | None
+    method: str
+    members: tuple[str, ...] = ()
+    excluded: dict[str, str] = field(default_factory=dict)
+    uniform: bool = True
+
+    def grey(self, scale: GreyScale) -> float | None:
+        return None if self.threshold is None else self.threshold.grey(scale)
+
+
+def _study_threshold(cfg: AnalysisConfig, probes: Mapping[str, _Probe],
+                     scales: Mapping[str, GreyScale]) -> _StudyThreshold:
+    """The study threshold of the scans in ``scales`` (all measurable by the headers)."""
+    unit = _threshold_unit(cfg)
+    if unit == "density":
+        return _StudyThreshold(None, f"density {cfg.threshold_density:g} g/cm³ HA")
+    if unit == "attenuation":
+        return _StudyThreshold(None, "fixed attenuation")
+    if unit == "grey":
+        common = next(iter(scales.values()), GreyScale(255))
+        return _StudyThreshold(StudyThreshold(common, float(cfg.threshold)), "fixed")
+    if not scales:
+        return _StudyThreshold(None, "otsu (no scan to pool)")
+    pooled = pooled_otsu({n: probes[n].hist for n in scales}, scales)
+    uniform = len(set(scales[n] for n in pooled.members)) <= 1
+    where = "" if uniform else " on a common attenuation axis"
+    method = f"otsu (pooled over {len(pooled.members)} scans{where})"
+    return _StudyThreshold(pooled.threshold, method, pooled.members, pooled.excluded, uniform)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -572,19 +725,20 @@ def check_study(
     manifest: Manifest | str | Path | None = None,
     groups: Mapping[str, str] | None = None,
     group: str | None = None,
+    strict: bool = False,
 ) -> list[ScanCheck]:
     """Validate every scan of a study without analysing it and without writing anything.
 
     Reads logs and slice-file headers only, never pixel data (a slice whose pixel data is
     corrupt behind a valid header passes here and fails that scan in the run). Checks: the
     folder exists, the log parses, the voxel size is known, the slices are complete, of one
-    size and one bit depth; the bit depth is the study's (for a grey threshold); the scan has
-    a group; the VOIs of its (overridden) settings fit in its length; a fixed threshold is
-    inside its grey range.
+    size and one bit depth; the scan's grey scale (CS window, bit depth) can take the study
+    threshold; the scan has a group; the VOIs of its (overridden) settings fit in its length;
+    a fixed threshold is inside its grey range.
 
     Parameters
     ----------
-    paths, config, manifest, groups, group
+    paths, config, manifest, groups, group, strict
         As for :func:`run_analysis`.
 
     Returns
@@ -595,21 +749,21 @@ def check_study(
     Raises
     ------
     ConfigError
-        Problems of the whole study: an invalid manifest, two scans with one name, a
-        manifest given together with folders or groups.
+        Problems of the whole study: an invalid manifest, two scans with one name or one
+        folder, a manifest given together with folders or groups, (``strict``) groups-file
+        rows naming scans that are not in the run.
     """
     cfg = config or AnalysisConfig()
-    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group)
+    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict)
     probes: dict[str, _Probe] = {}
     for item in planned:
         if item.error is None and item.folder is not None:
             probes[item.name] = _probe(item.name, item.folder, item.config, None)
-    grey_threshold = cfg.threshold_density is None
-    depth = _bit_depth_problems(list(probes.values())) if grey_threshold else {}
+    scale_problems, _ = _study_scales(list(probes.values()), cfg)
     checks = []
     for item in planned:
         p = probes.get(item.name, _Probe(item.name))
-        problem = (item.error or p.error or depth.get(item.name)
+        problem = (item.error or p.error or scale_problems.get(item.name)
                    or _voi_problem(p, item.config) or _threshold_problem(p, item.config))
         checks.append(ScanCheck(
             name=item.name, group=item.group or "", folder=item.folder,
@@ -636,8 +790,10 @@ def run_analysis(
     write_qc: bool = True,
     jobs: int = 1,
     force: bool = False,
+    verify_inputs: bool = False,
+    strict: bool = False,
     on_start: Callable[[int], None] | None = None,
-    on_scan_done: Callable[[dict[str, Any]], None] | None = None,
+    on_scan_done: Callable[[dict[str, Any], float], None] | None = None,
     scheduler: str | None = None,
     security: Any = None,
     tune_allocator: bool = False,
@@ -648,18 +804,21 @@ def run_analysis(
     ----------
     paths : sequence of path
         Scan folders, or parent folders whose subfolders are scans (empty with ``manifest``).
+        A scan is named after its folder as given (a symbolic link's own name).
     out_dir : path
         Output folder: ``morphometry.csv``, ``columns.csv``, ``run.json`` and one folder per
         scan with ``morphometry.json`` and QC pictures.
     config : AnalysisConfig, optional
         Settings; with ``threshold="otsu"`` one Otsu threshold is computed on the pooled
-        histogram of all readable scans and used for every scan.
+        histograms of the scans that can be measured (in attenuation, through each scan's
+        CS window; see :mod:`ctmorph.segment.pooling`) and applied to every scan.
     manifest : Manifest or path, optional
         A study manifest (:mod:`ctmorph.manifest`): the scans, their groups and per-scan
         settings, which enter that scan's settings, resume key and JSON. Excludes ``paths``,
         ``groups`` and ``group``.
     groups : mapping, optional
-        ``{scan: group}``; a scan missing from it fails with that reason.
+        ``{scan: group}`` (e.g. :func:`ctmorph.manifest.read_groups`); a scan missing from it
+        fails with that reason, a row naming a scan not in the run is a warning.
     group : str, optional
         One group label for every scan (instead of ``groups``).
     progress_factory : callable, optional
@@ -670,12 +829,19 @@ def run_analysis(
         Scans analysed in parallel processes (numba threads are divided among the busy ones);
         the numbers do not depend on it. :func:`default_jobs` gives the usable cores.
     force : bool
-        Recompute every scan; otherwise a scan whose files, settings and threshold are
-        unchanged since its ``morphometry.json`` was written is not recomputed.
+        Recompute every scan; otherwise a finished scan whose files, settings and threshold
+        are unchanged since its ``morphometry.json`` was written is not recomputed.
+    verify_inputs : bool
+        Before reusing a finished scan, also compare the content hash of its log and slice
+        files with the stored ``input_hash`` (reads every file; by default a scan's files are
+        unchanged when their names, sizes and modification times are).
+    strict : bool
+        Groups-file rows naming scans that are not in the run are an error, not a warning.
     on_start : callable, optional
         Called with the number of scans about to be analysed, once the threshold is known.
     on_scan_done : callable, optional
-        Called with each scan's row as it finishes (the CLI's run progress bar).
+        Called with each scan's row and its wall-clock seconds as it finishes (the CLI's
+        run progress bar).
     scheduler : str, optional
         Run the scans on this Dask cluster instead of local processes: ``tcp://HOST:PORT``,
         ``tls://HOST:PORT`` or a scheduler file (needs ``ctmorph[distributed]``; see
@@ -692,16 +858,26 @@ def run_analysis(
     -------
     RunSummary
 
+    Raises
+    ------
+    ConfigError
+        A problem of the whole study (see :func:`check_study`).
+    OutputError
+        ``out_dir`` or a run-level output cannot be written (a file in the way, read-only,
+        disk full); scans finished before stay reusable.
+
     Notes
     -----
-    Scans whose bit depth differs from most scans' fail (one grey threshold per study)
-    unless the threshold is given in density units.
+    A scan whose grey scale cannot take the study threshold fails with the reason: without
+    a CS window in a study whose windows or bit depths differ; with another window or bit
+    depth than the study's under a grey threshold (``--threshold GREY``).
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     kwargs = dict(manifest=manifest, groups=groups, group=group,
                   progress_factory=progress_factory, write_qc=write_qc, jobs=jobs, force=force,
-                  on_start=on_start, on_scan_done=on_scan_done)
+                  verify_inputs=verify_inputs, strict=strict, on_start=on_start,
+                  on_scan_done=on_scan_done)
     if not scheduler:
         kwargs["tune_allocator"] = tune_allocator
         return _analyse(paths, out_dir, config, client=None, **kwargs)
@@ -710,6 +886,25 @@ def run_analysis(
     with connect(scheduler, security=security) as client:  # fails fast, before any reading
         check_versions(client)
         return _analyse(paths, out_dir, config, client=client, **kwargs)
+
+
+def _probe_all(pending: Sequence[_Planned], pool: WorkerPool | None, out: Path,
+               histograms: bool) -> dict[str, _Probe]:
+    """Headers (and grey histograms) of the pending scans, in the pool when there is one."""
+    args = {i.name: (i.name, Path(os.path.abspath(i.folder)), i.config,
+                     out / i.name / "histogram.npz" if histograms else None)
+            for i in pending if i.folder is not None}
+    if pool is None:
+        return {n: _probe(*a) for n, a in args.items()}
+    probes: dict[str, _Probe] = {}
+    for name, outcome in pool.map_unordered(_probe, args.items()):
+        if isinstance(outcome, WorkerDied):
+            outcome = _Probe(name, error=_worker_died_message(name, outcome))
+        elif isinstance(outcome, BaseException):
+            outcome = _Probe(name, error=f"{name}: internal error: "
+                                         f"{type(outcome).__name__}: {outcome}")
+        probes[name] = outcome
+    return {n: probes[n] for n in args}  # run order, whatever order they finished in
 
 
 def _analyse(
@@ -725,89 +920,94 @@ def _analyse(
     write_qc: bool,
     jobs: int,
     force: bool,
+    verify_inputs: bool,
+    strict: bool,
     on_start: Callable[[int], None] | None,
-    on_scan_done: Callable[[dict[str, Any]], None] | None,
+    on_scan_done: Callable[[dict[str, Any], float], None] | None,
     tune_allocator: bool = False,
 ) -> RunSummary:
     cfg = config or AnalysisConfig()
-    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group)
-    out = Path(out_dir).resolve()  # absolute: workers elsewhere write into it
-    out.mkdir(parents=True, exist_ok=True)
+    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict)
+    out = ensure_output_dir(Path(out_dir).resolve())  # absolute: workers elsewhere write in it
     t0 = time.perf_counter()
 
     rows: dict[str, dict[str, Any]] = {}
+    by_name = {item.name: item for item in planned}
+
+    def fail(name: str, why: str) -> None:
+        logger.error("%s", why)
+        rows[name] = _failed_row(name, by_name[name].group, why)
+
     pending: list[_Planned] = []
     for item in planned:
         if item.error is not None or item.folder is None:
             rows[item.name] = _failed_row(item.name, item.group, item.error or "not found")
         else:
             pending.append(item)
-    pooled_otsu = cfg.threshold_density is None and cfg.threshold == "otsu"
+    pooled = _threshold_unit(cfg) == "otsu"
     jobs = min(jobs, max(1, len(pending)))
     use_pool = client is None and jobs > 1
+    reused = 0
+    scan_seconds: dict[str, float] = {}
+    scan_threads: dict[str, dict[str, int]] = {}
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(_process_pool(jobs)) if use_pool else None
 
         # phase 1: headers (and histograms for a pooled Otsu threshold), in the pool
-        if pooled_otsu:
+        if pooled:
             logger.info("grey histograms of %d scans for the pooled Otsu threshold", len(pending))
-        probe_args = [(i.name, i.folder.resolve(), i.config,
-                       out / i.name / "histogram.npz" if pooled_otsu else None) for i in pending]
-        if pool is not None:
-            probes = list(pool.map(_probe, *zip(*probe_args, strict=True)))
-        else:
-            probes = [_probe(*a) for a in probe_args]
-        bad = _bit_depth_problems(probes) if cfg.threshold_density is None else {}
-        for p in probes:
-            problem = p.error or bad.get(p.name) or _threshold_problem(p, cfg)
+        probes = _probe_all(pending, pool, out, pooled)
+        scale_problems, scales = _study_scales(list(probes.values()), cfg)
+        for item in pending:
+            p = probes[item.name]
+            problem = p.error or scale_problems.get(item.name) or _threshold_problem(p, cfg)
             if problem:
-                logger.error("%s", problem)
-                g = next(i.group for i in pending if i.name == p.name)
-                rows[p.name] = _failed_row(p.name, g, problem)
-        ok = {p.name: p for p in probes if p.name not in rows}
-        pending = [i for i in pending if i.name in ok]
-
-        threshold: float | None = None
-        method = "fixed"
-        if cfg.threshold_density is not None:
-            method = f"density {cfg.threshold_density:g} g/cm³ HA"
-        elif pooled_otsu:
-            hists = [ok[i.name].hist for i in pending]
-            if hists:
-                threshold = otsu_threshold(np.sum(hists, axis=0))
-                method = f"otsu (pooled over {len(hists)} scans)"
-                logger.info("pooled Otsu threshold over %d scans: %g", len(hists), threshold)
-        else:
-            threshold = float(cfg.threshold)
+                fail(item.name, problem)
+        study = _study_threshold(cfg, probes, {n: s for n, s in scales.items() if n not in rows})
+        for name, why in study.excluded.items():
+            fail(name, why)
+        if pooled and study.threshold is not None:
+            t = study.threshold
+            logger.info("pooled Otsu threshold %.6g %s over %d scans: %s", t.value, t.unit,
+                        len(study.members), ", ".join(study.members))
+        pending = [i for i in pending if i.name not in rows]
 
         # phase 2: the measurements, largest scans first when parallel
-        work = [
-            _Job(i.name, i.folder.resolve(), i.group or "", i.config, threshold, method, out,
-                 write_qc, force, manifest=i.manifest,
-                 own_process=pool is not None or (client is None and tune_allocator))
-            for i in pending
-        ]
+        att = study.threshold.attenuation if study.threshold is not None else None
+        work = []
+        for i in pending:
+            scan = probes[i.name].scan
+            assert scan is not None
+            work.append(_Job(
+                i.name, scan, i.group or "", i.config, study.grey(scales[i.name]),
+                study.method, out, write_qc, force, manifest=i.manifest,
+                threshold_attenuation=att if scan.cs_window is not None else None,
+                verify_inputs=verify_inputs,
+                own_process=pool is not None or (client is None and tune_allocator),
+            ))
         if pool is not None:
-            work.sort(key=lambda j: -math.prod(ok[j.name].shape or (0,)))
+            work.sort(key=lambda j: -math.prod(j.scan.shape))
         if on_start:
             on_start(len(work))
-        reused = 0
-        scan_seconds: dict[str, float] = {}
 
         def done(job: _Job, outcome: Any) -> None:
             nonlocal reused
-            if isinstance(outcome, BaseException):  # worker died, KilledWorker, ...
-                row, was_reused, secs = _failed_row(
-                    job.name, job.group,
-                    f"{job.name}: worker failed: {type(outcome).__name__}: {outcome}",
-                ), False, float("nan")
-            else:
-                row, was_reused, secs = outcome
-            rows[job.name] = row
-            reused += was_reused
-            scan_seconds[job.name] = secs
+            if isinstance(outcome, WorkerDied):
+                logger.error("%s", _worker_died_message(job.name, outcome))
+                outcome = _Outcome(_failed_row(job.name, job.group,
+                                               _worker_died_message(job.name, outcome)),
+                                   False, float("nan"))
+            elif isinstance(outcome, BaseException):  # KilledWorker, ...
+                msg = f"{job.name}: worker failed: {type(outcome).__name__}: {outcome}"
+                logger.error("%s", msg)
+                outcome = _Outcome(_failed_row(job.name, job.group, msg), False, float("nan"))
+            rows[job.name] = outcome.row
+            reused += outcome.reused
+            scan_seconds[job.name] = outcome.seconds
+            if outcome.threads:
+                scan_threads[job.name] = outcome.threads
             if on_scan_done:
-                on_scan_done(row)
+                on_scan_done(outcome.row, outcome.seconds)
 
         if client is not None:
             from .distributed import map_unordered, numba_threads_per_task
@@ -819,13 +1019,8 @@ def _analyse(
                 for job, outcome in results:
                     done(job, outcome)
         elif pool is not None:
-            futures: dict[Future, _Job] = {pool.submit(_run_job, job): job for job in work}
-            for fut in as_completed(futures):
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # a worker died (e.g. out of memory)
-                    outcome = exc
-                done(futures[fut], outcome)
+            for job, outcome in pool.map_unordered(_run_job, ((j, (j,)) for j in work)):
+                done(job, outcome)
         else:
             for job in work:
                 bar = progress_factory(job.name, STAGES) if progress_factory else None
@@ -839,60 +1034,66 @@ def _analyse(
         logger.info("%d scans unchanged since the last run were not recomputed", reused)
 
     ordered = [rows[item.name] for item in planned]
-    write_table(ordered, out / "morphometry.csv")
-    if write_qc:
-        from .qc import write_qc_overview
-
-        write_qc_overview(out, ordered)
-    names: list[str] = []
-    for r in ordered:
-        names.extend(k for k in r if k not in names)
-    _write_columns(order_columns(names), out / "columns.csv")
+    t = study.threshold
     summary = RunSummary(
         rows=ordered,
         out_dir=out,
-        threshold=threshold,
-        threshold_method=method,
+        threshold=t.position if t is not None and study.uniform else None,
+        threshold_method=study.method,
         seconds=time.perf_counter() - t0,
         failed=[(r["scan"], r["error"]) for r in ordered if r["status"] != "ok"],
         reused=reused,
         scan_seconds=scan_seconds,
+        threshold_attenuation=(cfg.threshold_attenuation if cfg.threshold_attenuation is not None
+                               else (t.attenuation if t is not None else None)),
+        threshold_scans=study.members,
     )
     run_info = {
         "config": cfg.to_dict(),
         "config_hash": cfg.digest(),
         "manifest": next((i.manifest["path"] for i in planned if i.manifest), None),
-        "threshold": threshold,
-        "threshold_method": method,
+        "threshold": summary.threshold,
+        "threshold_attenuation": summary.threshold_attenuation,
+        "threshold_method": study.method,
+        "threshold_grey": {r["scan"]: r.get("threshold") for r in ordered
+                           if r["status"] == "ok"},
+        "threshold_scans": list(study.members),
+        "threshold_excluded": study.excluded,
         "scans": [r["scan"] for r in ordered],
         "failed": dict(summary.failed),
         "jobs": jobs,
         "seconds": round(summary.seconds, 3),
+        "scan_seconds": {k: round(v, 3) for k, v in scan_seconds.items() if v == v},
+        "numba_threads": scan_threads,
         "versions": software_versions(),
     }
-    atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=_json_default))
+    _write_run_outputs(out, ordered, run_info, write_qc)
     return summary
 
 
-def _write_scan_outputs(res: ScanResult, folder: Path, write_qc: bool) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    payload = {"row": res.row, **res.details}
-    atomic_write_text(
-        folder / "morphometry.json", json.dumps(payload, indent=2, default=_json_default)
-    )
-    if res.maps:
-        import tifffile
+def _write_run_outputs(out: Path, rows: list[dict[str, Any]], run_info: dict[str, Any],
+                       write_qc: bool) -> None:
+    """The run's table, column sidecar, ``run.json`` and QC overview: each one tried even
+    when another cannot be written (a full disk may still take the small files); the first
+    failure is raised after the others were tried."""
+    names: list[str] = []
+    for r in rows:
+        names.extend(k for k in r if k not in names)
+    steps: list[Callable[[], None]] = [
+        lambda: write_table(rows, out / "morphometry.csv"),
+        lambda: write_columns(order_columns(names), out / "columns.csv"),
+        lambda: atomic_write_text(out / "run.json", json_text(run_info)),
+    ]
+    if write_qc:
+        from .qc import write_qc_overview
 
-        um = float(res.row["voxel_um"])
-        for name, m in res.maps.items():
-            with atomic_path(folder / "maps" / f"{name}.tif") as tmp:
-                # ImageJ hyperstack with the voxel size, values in mm
-                tifffile.imwrite(
-                    tmp, m.astype(np.float32), imagej=True,
-                    resolution=(1000.0 / um, 1000.0 / um),
-                    metadata={"spacing": um / 1000.0, "unit": "mm", "axes": "ZYX"},
-                )
-    if write_qc and res.qc is not None:
-        from .qc import write_qc_pictures
-
-        write_qc_pictures(res.qc, folder / "qc", res.row["scan"])
+        steps.append(lambda: write_qc_overview(out, rows))
+    errors: list[OutputError] = []
+    for write in steps:
+        try:
+            write()
+        except OutputError as exc:
+            logger.error("%s", exc)
+            errors.append(exc)
+    if errors:
+        raise errors[0]

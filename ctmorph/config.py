@@ -69,6 +69,10 @@ class AnalysisConfig:
     threshold_density : float or None
         Global threshold in g/cm³ HA, converted to grey per scan through its own CS window
         (needs ``calibration``; replaces ``threshold``).
+    threshold_attenuation : float or None
+        Global threshold in attenuation (NRecon CS units, the unit of the log's ``Minimum/
+        Maximum for CS to Image Conversion`` window), converted to grey per scan through its
+        own CS window (replaces ``threshold``; every scan needs a window).
     tmd_erosion_vox : float
         TMD leaves out bone voxels within this distance (voxels) of the bone surface, so
         partial-volume voxels do not lower it.
@@ -102,6 +106,7 @@ class AnalysisConfig:
     voxel_size_um: float | None = None
     calibration: str | None = None
     threshold_density: float | None = None
+    threshold_attenuation: float | None = None
     tmd_erosion_vox: float = 1.0
     strict_calibration: bool = False
     save_maps: bool = False
@@ -175,6 +180,14 @@ class AnalysisConfig:
                 raise ConfigError(
                     f"threshold_density must be finite (g/cm³ HA), got {self.threshold_density!r}"
                 )
+        if self.threshold_attenuation is not None:
+            if self.threshold_density is not None:
+                raise ConfigError("give the threshold in one unit: threshold_attenuation or "
+                                  "threshold_density, not both")
+            if not (isinstance(self.threshold_attenuation, int | float)
+                    and math.isfinite(self.threshold_attenuation)):
+                raise ConfigError(f"threshold_attenuation must be a finite attenuation, got "
+                                  f"{self.threshold_attenuation!r}")
         if self.cortical_offset_mm is not None:
             if self.roi != "auto":
                 raise ConfigError("a cortical VOI is placed from the growth plate: needs roi=auto")

@@ -12,6 +12,7 @@ __all__ = [
     "SegmentationError",
     "ConfigError",
     "CalibrationError",
+    "OutputError",
 ]
 
 
@@ -33,3 +34,7 @@ class ConfigError(CtmorphError, ValueError):
 
 class CalibrationError(CtmorphError):
     """A density calibration cannot be made or applied."""
+
+
+class OutputError(CtmorphError):
+    """An output file or folder cannot be written (disk full, read-only, a file in the way)."""

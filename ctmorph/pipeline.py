@@ -21,10 +21,12 @@ import numpy as np
 
 from . import __version__
 from .calibration import (
+    attenuation_to_grey,
     check_settings,
     density_metrics,
     density_metrics_chunked,
     density_to_grey,
+    grey_to_attenuation,
     grey_to_density,
     load_calibration,
     scan_window,
@@ -201,9 +203,27 @@ def measure_scan(
     *,
     threshold: float | None = None,
     threshold_method: str | None = None,
+    threshold_attenuation: float | None = None,
     progress: Progress | None = None,
 ) -> ScanResult:
     """Analyse one scan; see :func:`analyze_scan`. Also returns details and QC arrays.
+
+    Parameters
+    ----------
+    path : str, Path or Scan
+        The scan folder, or the scan already opened by :func:`ctmorph.io.read_scan`.
+    config : AnalysisConfig, optional
+        Settings.
+    threshold : float, optional
+        The grey threshold of this scan (the batch's study threshold, converted to this
+        scan's grey scale), overriding ``config.threshold``.
+    threshold_method : str, optional
+        How ``threshold`` was found, for the row.
+    threshold_attenuation : float, optional
+        ``threshold`` in attenuation as the study states it (reported as is); by default
+        computed from the scan's CS window.
+    progress : callable, optional
+        Called with each stage name of :data:`STAGES`.
 
     Raises
     ------
@@ -215,7 +235,7 @@ def measure_scan(
     step = progress or (lambda stage: None)
     t_start = time.perf_counter()
     step("read")
-    scan = read_scan(path, voxel_size_um=cfg.voxel_size_um)
+    scan = path if isinstance(path, Scan) else read_scan(path, voxel_size_um=cfg.voxel_size_um)
     spacing = scan.spacing
     nz, ny, nx = scan.shape
 
@@ -236,6 +256,10 @@ def measure_scan(
     if cal is not None and cfg.threshold_density is not None:
         thr = density_to_grey(cfg.threshold_density, cal, window, scan.gmax)
         method = f"density {cfg.threshold_density:g} g/cm³ HA"
+    elif cfg.threshold_attenuation is not None:
+        thr = attenuation_to_grey(cfg.threshold_attenuation, scan_window(scan), scan.gmax)
+        threshold_attenuation = cfg.threshold_attenuation
+        method = "fixed attenuation"
     elif threshold is not None:
         thr = float(threshold)
         method = threshold_method or "given"
@@ -250,6 +274,8 @@ def measure_scan(
         raise SegmentationError(
             f"{scan.name}: threshold {thr:g} is outside the grey range 0..{scan.gmax} of the slices"
         )
+    if threshold_attenuation is None and scan.cs_window is not None:
+        threshold_attenuation = float(grey_to_attenuation(thr, scan_window(scan), scan.gmax))
     roi_mask = None
     if cfg.roi == "mask":
         roi_mask = open_roi_mask(cfg.roi_mask, shape=scan.shape)  # checked before any work
@@ -450,6 +476,7 @@ def measure_scan(
         "error": "",
         "voxel_um": scan.voxel_size_um,
         "threshold": thr,
+        "threshold_attenuation": threshold_attenuation,
         "threshold_method": method,
         "threshold_density": (
             float(grey_to_density(thr, cal, window, scan.gmax)) if cal is not None else None
@@ -477,7 +504,6 @@ def measure_scan(
             "smooth_sigma_vox": cfg.smooth_sigma_vox,
             "thickness_convention": cfg.thickness_convention,
             "n_slices": nz,
-            "seconds": round(time.perf_counter() - t_start, 3),
             "input_hash": scan.input_hash(),
             "config_hash": cfg.digest(),
             "ctmorph_version": __version__,
@@ -526,7 +552,7 @@ def measure_scan(
     details = {
         "scan": scan.describe(),
         "config": cfg.to_dict(),
-        "threshold": {"grey": thr, "method": method},
+        "threshold": {"grey": thr, "attenuation": threshold_attenuation, "method": method},
         "voi": {
             "ref_index": ref_index,
             "z0": z0,
@@ -550,7 +576,7 @@ def measure_scan(
         "config_hash": row["config_hash"],
     }
     row["qc_flags"] = "; ".join(qc_flags(row))
-    logger.info("%s: done in %.1f s", scan.name, row["seconds"])
+    logger.info("%s: done in %.1f s", scan.name, time.perf_counter() - t_start)
     return ScanResult(row=row, details=details, qc=qc, maps=maps)
 
 

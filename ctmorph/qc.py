@@ -521,8 +521,7 @@ def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
         atomically.
     """
     qc = _as_qcdata(qc)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)  # created by the atomic writes
     return [
         _write_longitudinal(qc, folder, title),
         _write_axial(qc, folder, title),

@@ -9,11 +9,14 @@ thresholds. ``ctmorph report`` then says whether the group conclusions survive
 
 Which quantity the percentage applies to: the threshold the user states, since that is the
 number the methods report and a reader would vary. A grey threshold (given, or the pooled
-Otsu threshold of the main run, then fixed) is multiplied by 1 ± P/100; a density threshold
-(``--threshold-density``) is multiplied in g/cm³ HA and converted to grey per scan as in the
-main run. Grey values have an arbitrary zero (the CS-to-image window), so ±P % of a grey value
-is not ±P % of attenuation or density; for the Otsu threshold ±5 % is about the spread of Otsu
-thresholds between comparable studies, which is the question the check answers.
+Otsu threshold of the main run when every scan has one grey scale, then fixed) is multiplied by
+1 ± P/100; a density threshold (``--threshold-density``) is multiplied in g/cm³ HA, and an
+attenuation threshold (``--threshold-attenuation``, or the pooled Otsu threshold of a study
+whose scans have different CS windows or bit depths, so that no single grey value exists) in
+attenuation; both are converted to grey per scan as in the main run. Grey values have an
+arbitrary zero (the CS-to-image window), so ±P % of a grey value is not ±P % of attenuation or
+density; for the Otsu threshold ±5 % is about the spread of Otsu thresholds between comparable
+studies, which is the question the check answers.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ logger = logging.getLogger(__name__)
 #: Columns of a morphometry row that are settings or provenance, not measured parameters.
 PROVENANCE_COLUMNS = frozenset({
     "scan", "group", "status", "error", "voxel_um", "threshold", "threshold_method",
-    "threshold_density", "calibration_mismatch", "qc_flags", "roi", "roi_mask", "distal_end",
+    "threshold_density", "threshold_attenuation", "calibration_mismatch", "qc_flags", "roi",
+    "roi_mask", "distal_end",
     "voi_offset_mm", "voi_height_mm", "voi_offset_frac", "voi_height_frac", "smooth_sigma_vox",
-    "thickness_convention", "n_slices", "seconds",
+    "thickness_convention", "n_slices",
     "input_hash", "config_hash", "ctmorph_version",
 })
 
@@ -82,7 +86,7 @@ class SensitivityRun:
     percent : float
         P: the thresholds were the main one × (1 − P/100) and × (1 + P/100).
     unit : str
-        ``"grey"`` or ``"g/cm³ HA"``: what the percentage applied to.
+        ``"grey"``, ``"attenuation"`` or ``"g/cm³ HA"``: what the percentage applied to.
     base : float
         The main threshold in ``unit``.
     thresholds : dict
@@ -146,11 +150,13 @@ def run_sensitivity(
     group: str | None = None,
     jobs: int = 1,
     force: bool = False,
+    verify_inputs: bool = False,
+    strict: bool = False,
     scheduler: str | None = None,
     security: Any = None,
     progress_factory: ProgressFactory | None = None,
     on_start: Callable[[int], None] | None = None,
-    on_scan_done: Callable[[dict[str, Any]], None] | None = None,
+    on_scan_done: Callable[[dict[str, Any], float], None] | None = None,
 ) -> SensitivityRun:
     """Re-analyse the successful scans of a run at its threshold × (1 ± percent/100).
 
@@ -162,8 +168,9 @@ def run_sensitivity(
         The main run's output folder; sub-runs go to ``sensitivity/minusP`` and
         ``sensitivity/plusP`` in it, the table to ``sensitivity.csv``.
     config : AnalysisConfig
-        The main run's settings. The sub-runs change only the threshold (a grey value, or
-        ``threshold_density`` in g/cm³ HA) and switch the thickness maps off.
+        The main run's settings. The sub-runs change only the threshold (a grey value,
+        ``threshold_attenuation`` or ``threshold_density`` in g/cm³ HA) and switch the
+        thickness maps off.
     main : RunSummary
         The main run (its successful scans and the threshold it used).
     percent : float
@@ -171,7 +178,8 @@ def run_sensitivity(
     manifest : ctmorph.manifest.Manifest, optional
         The main run's manifest (then ``paths`` is empty); the sub-runs get its entries of
         the successful scans, with their per-scan settings.
-    groups, group, jobs, force, scheduler, security, progress_factory, on_start, on_scan_done
+    groups, group, jobs, force, verify_inputs, strict, scheduler, security, progress_factory,
+    on_start, on_scan_done
         As for :func:`ctmorph.batch.run_analysis`; QC pictures are never written.
 
     Returns
@@ -191,6 +199,8 @@ def run_sensitivity(
         raise ConfigError(f"{out}: no scan was analysed successfully; no threshold to vary")
     if config.threshold_density is not None:
         unit, base = "g/cm³ HA", float(config.threshold_density)
+    elif main.threshold is None and main.threshold_attenuation is not None:
+        unit, base = "attenuation", float(main.threshold_attenuation)
     else:
         unit, base = "grey", float(main.threshold) if main.threshold is not None else math.nan
     if not (math.isfinite(base) and base > 0):
@@ -211,23 +221,23 @@ def run_sensitivity(
     for change in (-pct, pct):
         value = base * (1.0 + change / 100.0)
         thresholds[change] = value
-        if unit == "grey":
-            cfg = config.replace(threshold=value, save_maps=False)
-        else:
-            cfg = config.replace(threshold_density=value, save_maps=False)
+        setting = {"grey": "threshold", "attenuation": "threshold_attenuation"}.get(
+            unit, "threshold_density")
+        cfg = config.replace(**{setting: value}, save_maps=False)
         sub = out / "sensitivity" / variant_name(change)
         logger.info("sensitivity: %d scans at %s %% of the threshold (%.6g %s) into %s",
                     n_scans, f"{change:+g}", value, unit, sub)
         runs[change] = run_analysis(
             folders, sub, cfg, manifest=manifest, groups=groups, group=group, jobs=jobs,
-            force=force, scheduler=scheduler, security=security, write_qc=False,
+            force=force, verify_inputs=verify_inputs, strict=strict, scheduler=scheduler,
+            security=security, write_qc=False,
             progress_factory=progress_factory, on_start=on_start, on_scan_done=on_scan_done,
         )
     seconds = time.perf_counter() - t0
 
     params = _parameter_names(ok_rows + [r for s in runs.values() for r in s.rows])
-    keep = ["scan", "group", "threshold_change_pct", "status", "error", "threshold",
-            "threshold_density", *params]
+    keep = ["scan", "group", "threshold_change_pct", "threshold_unit", "status", "error",
+            "threshold", "threshold_attenuation", "threshold_density", *params]
     table: list[dict[str, Any]] = []
     failed: list[tuple[str, float, str]] = []
     for change in sorted(thresholds):
@@ -242,10 +252,12 @@ def run_sensitivity(
                 failed.append((r["scan"], change, str(r.get("error", ""))))
             rec = {k: r.get(k) for k in keep}
             rec["threshold_change_pct"] = change
+            rec["threshold_unit"] = unit
             table.append(rec)
-    if not any(r.get("threshold_density") is not None for r in table):
-        for rec in table:
-            rec.pop("threshold_density")
+    for col in ("threshold_attenuation", "threshold_density"):
+        if not any(r.get(col) is not None for r in table):
+            for rec in table:
+                rec.pop(col)
     path = out / "sensitivity.csv"
     write_table(table, path)
     for scan, change, err in failed:

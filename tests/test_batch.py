@@ -74,11 +74,12 @@ def test_parallel_scans_give_identical_numbers(scans, tmp_path):
     from ctmorph.batch import default_jobs
 
     top = min(default_jobs(), numba.config.NUMBA_NUM_THREADS)
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
     for name in ("s0", "s1", "s2"):
-        used = json.loads((tmp_path / "b" / name / "morphometry.json").read_text())
-        assert set(used["numba_threads"].values()) <= set(range(max(1, top // 2), top + 1))
-    assert set(parallel.scan_seconds) == {"s0", "s1", "s2"}
-    assert json.loads((tmp_path / "b" / "run.json").read_text())["jobs"] == 2
+        used = run["numba_threads"][name]  # a run-time fact: in run.json, not the scan's JSON
+        assert set(used.values()) <= set(range(max(1, top // 2), top + 1))
+    assert set(parallel.scan_seconds) == {"s0", "s1", "s2"} == set(run["scan_seconds"])
+    assert run["jobs"] == 2
 
 
 def test_groups_file_errors(tmp_path):
@@ -140,27 +141,27 @@ def test_thread_budget_divides_cores_among_busy_workers(threads):
 
     from ctmorph.batch import _ThreadBudget
 
-    busy = multiprocessing.get_context("spawn").Value("i", 0)
-    a, b = _ThreadBudget(busy, 8), _ThreadBudget(busy, 8)  # two workers of one pool
+    busy = multiprocessing.get_context("spawn").Array("b", 3, lock=False)
+    a, b = _ThreadBudget(busy, 8, 0), _ThreadBudget(busy, 8, 1)  # two workers of one pool
     a.start()
     assert a.threads() == 8  # alone: every core
     b.start()
     assert a.threads() == b.threads() == 4
-    c = _ThreadBudget(busy, 8)
+    c = _ThreadBudget(busy, 8, 2)
     c.start()
     assert c.threads() == 2  # 8 // 3, never oversubscribed
     c.finish()
     b.finish()
     assert a.threads() == 8  # the queue drained: the last scan gets all cores again
     a.finish()
-    assert busy.value == 0
+    assert sum(busy) == 0
     # apply() sets numba's count, within the process's maximum
     top = numba.config.NUMBA_NUM_THREADS
-    d = _ThreadBudget(busy, top)
+    d = _ThreadBudget(busy, top, 0)
     d.start()
     threads(1)
     assert d.apply() == top == numba.get_num_threads()
-    e = _ThreadBudget(busy, top)
+    e = _ThreadBudget(busy, top, 1)
     e.start()
     assert d.apply() == max(1, top // 2) == numba.get_num_threads()
     d.finish()
@@ -175,19 +176,26 @@ def test_pool_worker_alone_gets_all_threads_and_logs_reach_the_parent(scans, tmp
     import numba
 
     from ctmorph.batch import _Job, _process_pool, _run_job, default_jobs
+    from ctmorph.io import read_scan
 
     caplog.set_level(logging.INFO, logger="ctmorph")
     cfg = CFG.replace(threshold=128.0, voxel_size_um=12.0)  # the override logs a warning
-    job = _Job("s0", (scans / "s0").resolve(), "g", cfg, 128.0, "fixed", tmp_path, False, True)
     with _process_pool(2) as pool:
-        row, reused, seconds = pool.submit(_run_job, job).result()
-    assert row["status"] == "ok" and not reused and seconds > 0
-    info = json.loads((tmp_path / "s0" / "morphometry.json").read_text())
+        # the header is read in a worker, as the run's first phase does
+        from ctmorph.batch import _probe
+
+        [(_, probe)] = pool.map_unordered(_probe, [("s0", ("s0", scans / "s0", cfg, None))])
+        job = _Job("s0", probe.scan, "g", cfg, 128.0, "fixed", tmp_path, False, True)
+        [(_, outcome)] = pool.map_unordered(_run_job, [(job, (job,))])
+    here = read_scan(scans / "s0", voxel_size_um=12.0)
+    assert (probe.scan.name, probe.scan.shape, probe.scan.voxel_size_um) == \
+        (here.name, here.shape, here.voxel_size_um) == ("s0", (40, 48, 48), 12.0)
+    assert outcome.row["status"] == "ok" and not outcome.reused and outcome.seconds > 0
     alone = min(default_jobs(), numba.config.NUMBA_NUM_THREADS)
     from ctmorph.pipeline import STAGES
 
-    assert info["numba_threads"] == {stage: alone for stage in info["numba_threads"]}
-    assert set(info["numba_threads"]) <= set(STAGES) and STAGES[-1] in info["numba_threads"]
+    assert outcome.threads == {stage: alone for stage in outcome.threads}
+    assert set(outcome.threads) <= set(STAGES) and STAGES[-1] in outcome.threads
     from_worker = [r for r in caplog.records
                    if r.process != os.getpid() and r.name.startswith("ctmorph")]
     assert any("overrides the log's" in r.getMessage() for r in from_worker)
@@ -225,17 +233,21 @@ def test_manifest_overrides_enter_only_their_scan(scans, tmp_path):
         run_analysis([scans], tmp_path / "o2", cfg, manifest=man)
 
 
-def test_a_scan_of_another_bit_depth_fails_alone(scans, tmp_path):
+def test_a_scan_of_another_bit_depth_joins_the_study_in_attenuation(scans, tmp_path):
+    """A 16-bit scan among 8-bit ones: one grey threshold cannot serve both, one attenuation
+    can (the scans share the CS window 0..0.1, so 16-bit grey g * 257 is 8-bit grey g)."""
     import shutil
 
     root = tmp_path / "scans"
     for s in ("s0", "s1"):
         shutil.copytree(scans / s, root / s)
-    grey16 = (grey_from_mask(random_trabecular((20, 48, 48), bv_tv=0.2, seed=5), seed=5)
-              .astype(np.uint16) * 257)
-    write_nrecon_folder(root / "t16", grey16, voxel_size_um=10.0, file_type="tif")
-    s = run_analysis([root], tmp_path / "out", CFG, write_qc=False)
+    grey8 = grey_from_mask(random_trabecular((20, 48, 48), bv_tv=0.2, seed=5), seed=5)
+    write_nrecon_folder(root / "t16", grey8.astype(np.uint16) * 257, voxel_size_um=10.0,
+                        file_type="tif")
+    s = run_analysis([root], tmp_path / "out", CFG, write_qc=False, group="g")
     df = pd.DataFrame(s.rows).set_index("scan")
-    assert list(df.status) == ["ok", "ok", "failed"]
-    assert "t16: slices are 16-bit but most scans of the run are 8-bit" in df.loc["t16", "error"]
-    assert "pooled over 2 scans" in s.threshold_method
+    assert (df.status == "ok").all()
+    assert s.threshold_method == "otsu (pooled over 3 scans on a common attenuation axis)"
+    assert s.threshold is None  # no single grey value
+    assert df.loc["t16", "threshold"] == pytest.approx(df.loc["s0", "threshold"] * 257)
+    assert (df.threshold_attenuation == s.threshold_attenuation).all()

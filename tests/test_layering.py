@@ -21,6 +21,14 @@ FORBIDDEN = {
     # a generic executor adapter: it knows nothing of scans
     "distributed": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
                     "report", "qc"),
+    # the process pool: generic too
+    "workers": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
+                "report", "qc", "outputs"),
+    # what a run writes: below the batch that decides what to write
+    "outputs": ("batch", "cli", "report"),
+    # text made safe for CSV and Markdown: the standard library only, every layer may use it
+    "textsafe": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
+                 "report", "qc", "outputs", "workers", "config", "calibration"),
 }
 
 

@@ -91,7 +91,8 @@ def test_every_listed_override_column_is_accepted(tmp_path):
     ("scan,group,voxel_size_um\na,b,-9\n", r"line 2, column 'voxel_size_um': voxel size must be"),
     ("scan,group,distal_end\na,b,top\n",
      r"line 2, column 'distal_end': expected one of auto, first, last, got 'top'"),
-    ('scan,group\n"a,b\n', r"m\.csv: line 2: not valid CSV"),
+    ('scan,group\n"a,b\n',
+     r"m\.csv: line 2, column 1: the quoted field starting here is never closed"),
 ])
 def test_manifest_errors_name_file_line_and_column(tmp_path, text, pattern):
     m = _write(tmp_path / "m.csv", text)
@@ -112,8 +113,35 @@ def test_unreadable_manifest(tmp_path):
         read_manifest(tmp_path / "missing.csv")
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("scan,group\nf\xe9mur,sham\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin1\.csv: the manifest is not UTF-8 text"):
+    with pytest.raises(ConfigError, match=r"latin1\.csv: not UTF-8 text \(byte 0xe9 at offset "
+                                          r"12\); save it as CSV UTF-8$"):
         read_manifest(bad)
+
+
+def test_names_and_groups_compare_in_nfc(tmp_path):
+    import unicodedata
+
+    nfc, nfd = (unicodedata.normalize(form, "Fémur_03") for form in ("NFC", "NFD"))
+    m = _write(tmp_path / "m.csv", f"scan,group\nx/{nfd},OVX+Ex\u006f\u0308s\n")
+    (entry,) = read_manifest(m).entries
+    assert entry.name == nfc and entry.group == "OVX+Ex\u00f6s"
+    assert entry.folder == tmp_path / "x" / nfd  # the folder itself as written
+    m = _write(tmp_path / "m2.csv", f"scan,group\nx/{nfc},sham\ny/{nfd},OVX\n")
+    with pytest.raises(ConfigError, match=rf"m2\.csv: line 3, column 'scan': scan name "
+                                          rf"'{nfc}' is already on line 2"):
+        read_manifest(m)
+
+
+def test_utf16_tab_separated_manifest(tmp_path):
+    """Excel's "Unicode text": UTF-16 with a BOM, tab-separated, CRLF."""
+    m = tmp_path / "m.txt"
+    m.write_text("scan\tgroup\troi_offset_mm\r\nF01\tsham\t1,5\r\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match=r"m\.txt: line 2, column 'roi_offset_mm': expected a "
+                                          r"number, got '1,5'"):
+        read_manifest(m)
+    m.write_text("scan\tgroup\troi_offset_mm\r\nF01\tsham\t1.5\r\n", encoding="utf-16")
+    (entry,) = read_manifest(m).entries
+    assert (entry.name, entry.group, entry.overrides) == ("F01", "sham", {"roi_offset_mm": 1.5})
 
 
 def test_overrides_change_only_their_scans_config_hash(tmp_path):
@@ -169,9 +197,12 @@ def test_dry_run_reports_each_broken_scan_and_exits_1(tiny_study, tmp_path):
     shutil.copytree(tiny_study / "scans", scans)
     victim = sorted((scans / "b").glob("b_rec0*.bmp"))[4]
     victim.unlink()  # a gap in the numbering
-    # a 16-bit scan among 8-bit ones: one grey threshold cannot serve both
+    # a 16-bit scan among 8-bit ones, without a CS window: its grey values cannot be put on
+    # the study's attenuation scale (with a window it would be pooled in attenuation)
+    no_window = {"Reconstruction": {"Minimum for CS to Image Conversion": None,
+                                    "Maximum for CS to Image Conversion": None}}
     write_nrecon_folder(scans / "d", np.full((12, 24, 24), 3000, np.uint16), voxel_size_um=10.0,
-                        file_type="tif")
+                        file_type="tif", settings=no_window)
     man = _write(tmp_path / "m.csv", "scan,group,roi_height_mm\nscans/a,sham,\nscans/b,sham,\n"
                  "scans/c,OVX,0.2\nscans/d,OVX,\nscans/gone,OVX,\n")
     res = _run(["analyze", "--manifest", str(man), "--dry-run", "--roi-height-mm", "0.05",
@@ -182,7 +213,9 @@ def test_dry_run_reports_each_broken_scan_and_exits_1(tiny_study, tmp_path):
     assert "PROBLEM" in out["b"] and "missing" in out["b"] and "b_rec" in out["b"]
     # c: its own 0.2 mm VOI is longer than its 14 slices x 10 µm = 0.14 mm
     assert "PROBLEM: c: the scan is 0.14 mm long, too short for the trabecular VOI" in out["c"]
-    assert "PROBLEM: d: slices are 16-bit but most scans of the run are 8-bit" in out["d"]
+    assert ("PROBLEM: d: its log gives no CS window ('Minimum/Maximum for CS to Image "
+            "Conversion' in [Reconstruction]) and its slices are 16-bit while the study's are "
+            "CS window 0..0.1, 8-bit") in out["d"]
     assert "PROBLEM" in out["gone"] and "does not exist" in out["gone"]
     assert "1 of 5 scans valid, 4 with problems" in res.output
 

@@ -212,8 +212,9 @@ def test_sensitivity_table_and_bv_tv_direction(study):
     _, out, _, _ = study
     main = pd.read_csv(out / "morphometry.csv").set_index("scan")
     t = pd.read_csv(out / "sensitivity.csv")
-    assert list(t.columns[:6]) == ["scan", "group", "threshold_change_pct", "status", "error",
-                                   "threshold"]
+    assert list(t.columns[:7]) == ["scan", "group", "threshold_change_pct", "threshold_unit",
+                                   "status", "error", "threshold"]
+    assert set(t.threshold_unit) == {"grey"}  # one grey scale in the study: the grey varies
     assert sorted(t["threshold_change_pct"].unique()) == [-5.0, 0.0, 5.0] and len(t) == 18
     wide = t.pivot(index="scan", columns="threshold_change_pct", values="BV/TV")
     # the 0 % rows are the main run's numbers
