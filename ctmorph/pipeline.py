@@ -49,8 +49,20 @@ from .morphometry.smi import smi_chunked
 from .morphometry.trabecular import trabecular_chunked
 from .morphometry.zsource import Block, ZSource, block_ranges
 from .qc import AxialQc, QcData, qc_flags
-from .segment import femur as _femur
 from .segment.axis import AlignedSource, BoneAxis, fit_bone_axis
+from .segment.femur import proximal_slices, trabecular_slices
+from .segment.femur.cortex import region_rows, sector_thickness, smooth_sector_thickness
+from .segment.femur.envelope import CLOSING_MM, MIN_AREA_MM2, envelope_maps
+from .segment.femur.plate import (
+    FAR_MM,
+    MARGIN_MM,
+    TAIL_MAX_MM,
+    decide_end,
+    follow_tail,
+    growth_plate_from_profiles,
+    profiles_from_counts,
+    slice_counts,
+)
 from .segment.threshold import binarize, despeckle_core, grey_histogram, otsu_threshold
 from .segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 
@@ -404,7 +416,7 @@ def measure_scan(
 
     if cfg.cortical_offset_mm is not None and ref_index is not None:
         # checked before the trabecular measure, so a scan that fails here fails fast
-        span = _femur.proximal_slices(
+        span = proximal_slices(
             ref_index, distal_end, nz, int(round(cfg.cortical_offset_mm / spacing[0])),
             int(round(cfg.cortical_height_mm / spacing[0])),
         )
@@ -770,12 +782,12 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
         for t in range(s, e, map_step):
             u = min(e, t + map_step)
             b = bone[t - s : u - s]
-            maps = _femur._envelope_maps(b, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
-            c = _femur._slice_counts(b, maps, margin_mm=_femur._MARGIN_MM,
-                                     far_mm=_femur._FAR_MM)
+            maps = envelope_maps(b, sp, CLOSING_MM, MIN_AREA_MM2)
+            c = slice_counts(b, maps, margin_mm=MARGIN_MM,
+                                     far_mm=FAR_MM)
             for k, v in c.items():
                 counts[k][t:u] = v
-            thick[t:u], has[t:u] = _femur._sector_thickness(
+            thick[t:u], has[t:u] = sector_thickness(
                 b, maps.envelope, maps.depth, maps.crop, sp
             )
             env = maps.envelope
@@ -824,26 +836,26 @@ def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
     dz = sp[0]
     if not p1.has.any():
         raise SegmentationError("no bone cross-section found in the scan")
-    prof = _femur._profiles_from_counts(p1.counts, sp)
+    prof = profiles_from_counts(p1.counts, sp)
     if cfg.distal_end == "auto":
-        end, why = _femur._decide_end(prof, dz)
+        end, why = decide_end(prof, dz)
         logger.info("distal end: %s (%s)", end, why)
     else:
         end = cfg.distal_end
-    n_tail = int(round(_femur._TAIL_MAX_MM / dz))
+    n_tail = int(round(TAIL_MAX_MM / dz))
 
     def tail(seed: int, step: int) -> int:
         lo, hi = (seed, seed + n_tail + 1) if step > 0 else (seed - n_tail, seed + 1)
         lo, hi = max(0, lo), min(nz, hi)
         bone, _ = seg.chunk(lo, hi)
-        maps = _femur._envelope_maps(bone, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
-        return _femur._follow_tail(maps, sp, seed - lo, step, _femur._FAR_MM)
+        maps = envelope_maps(bone, sp, CLOSING_MM, MIN_AREA_MM2)
+        return follow_tail(maps, sp, seed - lo, step, FAR_MM)
 
-    gp = _femur._growth_plate_from_profiles(
-        prof, nz, sp, end, _femur._FAR_MM, _femur._MARGIN_MM, tail=tail
+    gp = growth_plate_from_profiles(
+        prof, nz, sp, end, FAR_MM, MARGIN_MM, tail=tail
     )
-    z0, z1 = _femur.trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
-    filled, thick_mean = _femur._smooth_sector_thickness(p1.thick, p1.has, sp)
+    z0, z1 = trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
+    filled, thick_mean = smooth_sector_thickness(p1.thick, p1.has, sp)
     profiles = dict(gp.profiles)
     profiles["cortical_thickness_mm"] = thick_mean
     profiles["envelope_centroid_y_mm"] = p1.centroid_mm[:, 0]
@@ -914,8 +926,8 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
         for t in range(s, e, map_step):
             u = min(e, t + map_step)
             b = bone[t - s : u - s]
-            maps = _femur._envelope_maps(b, sp, _femur._CLOSING_MM, _femur._MIN_AREA_MM2)
-            reg = _femur._region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
+            maps = envelope_maps(b, sp, CLOSING_MM, MIN_AREA_MM2)
+            reg = region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
             if store is not None:
                 store.write(t - z0, np.ascontiguousarray(b[:, ys, xs]),
                             np.ascontiguousarray(reg[:, ys, xs]),

@@ -2,7 +2,7 @@
 
 Every test compares a streamed / slab-wise result with an independent computation on the
 whole volume made with the public (or whole-volume) functions: ``despeckle`` for
-``despeckle_core``, ``binarize`` + ``despeckle`` for ``_Segmenter.chunk``, ``femur._profiles``
+``despeckle_core``, ``binarize`` + ``despeckle`` for ``_Segmenter.chunk``, ``slice_profiles``
 / ``auto_trabecular_voi`` for pass 1 and the VOI slab, ``trabecular_analysis`` for the
 numbers of ``measure_scan``. Streaming is forced on a small volume by monkeypatching
 ``_CACHE_BYTES = 0`` and small ``_CHUNK_VOXELS`` / ``_MAP_VOXELS`` (many chunks).
@@ -31,6 +31,7 @@ from ctmorph.phantoms import grey_from_mask, rod_lattice
 from ctmorph.phantoms.femur import make_femur
 from ctmorph.segment import auto_trabecular_voi
 from ctmorph.segment import femur as femur_mod
+from ctmorph.segment.femur import cortex, envelope, plate
 from ctmorph.segment.threshold import binarize, despeckle, despeckle_core
 from ctmorph.segment.voi import envelope_region
 
@@ -252,15 +253,14 @@ def test_pass1_profiles_equal_whole_volume(whole, streamed_pass1):
     scan, grey, _, bone, _, _ = whole
     _, p1, _, _, _ = streamed_pass1
     sp = scan.spacing
-    maps = femur_mod._envelope_maps(bone, sp, femur_mod._CLOSING_MM, femur_mod._MIN_AREA_MM2)
-    ref = femur_mod._profiles(bone, maps, sp, margin_mm=femur_mod._MARGIN_MM,
-                              far_mm=femur_mod._FAR_MM)
-    got = femur_mod._profiles_from_counts(p1.counts, sp)
+    maps = envelope.envelope_maps(bone, sp, envelope.CLOSING_MM, envelope.MIN_AREA_MM2)
+    ref = plate.slice_profiles(bone, maps, sp, margin_mm=plate.MARGIN_MM, far_mm=plate.FAR_MM)
+    got = plate.profiles_from_counts(p1.counts, sp)
     for name, arr in ref.as_dict().items():
         np.testing.assert_array_equal(got.as_dict()[name], arr, err_msg=name)
     np.testing.assert_array_equal(got.valid, ref.valid)
     # raw sector thickness, envelope presence, box and centroid of every slice
-    thick, has = femur_mod._sector_thickness(bone, maps.envelope, maps.depth, maps.crop, sp)
+    thick, has = cortex.sector_thickness(bone, maps.envelope, maps.depth, maps.crop, sp)
     np.testing.assert_array_equal(p1.thick, thick)  # NaN == NaN here
     np.testing.assert_array_equal(p1.has, has)
     assert has.sum() > 0.8 * scan.shape[0]

@@ -23,7 +23,7 @@ from scipy import ndimage
 from .._kernels.edt import squared_edt
 from ..errors import ConfigError, ScanError, SegmentationError
 from ..spacing import normalize_spacing
-from .femur import _as_bone
+from .femur.base import as_bone
 
 __all__ = [
     "ENVELOPE_CLOSING_MM",
@@ -157,7 +157,7 @@ def envelope_region(
     bone's bounding box grown by the radius, with the end slices replicated
     ``2 * closing_mm`` beyond the stack.
     """
-    b = _as_bone(bone)
+    b = as_bone(bone)
     sp = normalize_spacing(spacing)
     if not (isinstance(closing_mm, int | float) and math.isfinite(closing_mm) and closing_mm > 0):
         raise ConfigError(f"closing_mm must be a positive length (mm), got {closing_mm!r}")
