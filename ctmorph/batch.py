@@ -194,8 +194,9 @@ class _Job:
     threshold_attenuation: float | None = None
     #: compare the inputs' content hash before reusing a finished scan
     verify_inputs: bool = False
-    #: where the scan's settings came from (manifest path, line, overrides), for its JSON
-    manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    #: where the scan's own settings came from, for its JSON: ``manifest`` (path, line,
+    #: overrides) and ``overrides`` (the --overrides file: path, line, values)
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     #: the process that measures the scan is ctmorph's (CLI or pool worker): it may tune malloc
     own_process: bool = field(default=False, compare=False, hash=False)
 
@@ -319,6 +320,8 @@ def _worker_died_message(name: str, exc: WorkerDied) -> str:
 #: Row columns that are facts of the current run, not of the measurement: a reused row takes
 #: them from the current run (its group, how the threshold was found, ...).
 _RUN_FACTS = ("group", "threshold_method", "threshold_attenuation")
+#: Keys of a scan's JSON saying where its own settings came from.
+_PROVENANCE = ("manifest", "overrides")
 
 
 def _reuse(job: _Job, fingerprint: str, key: str) -> dict[str, Any] | None:
@@ -335,16 +338,28 @@ def _reuse(job: _Job, fingerprint: str, key: str) -> dict[str, Any] | None:
     row["threshold_method"] = job.method
     if job.threshold_attenuation is not None:
         row["threshold_attenuation"] = job.threshold_attenuation
-    manifest = job.manifest
     if any(info["row"].get(k) != row.get(k) for k in _RUN_FACTS) or \
-            info.get("manifest") != manifest:
+            any(info.get(k) != job.provenance.get(k) for k in _PROVENANCE):
         info["row"] = row
-        if manifest is None:
-            info.pop("manifest", None)
-        else:
-            info["manifest"] = manifest
+        for k in _PROVENANCE:
+            info.pop(k, None)
+        info.update(job.provenance)
         atomic_write_text(folder / MARKER, json_text(info))
     return row
+
+
+def _keep_review_views(exc: CtmorphError, job: _Job) -> None:
+    """A failed scan's longitudinal sections (when it got that far), so ``ctmorph review``
+    can show it and a person can place its reference by hand."""
+    views = getattr(exc, "review", None)
+    if views is None or not job.write_qc:
+        return
+    from .qc import write_review_views
+
+    try:
+        write_review_views(views, job.out / job.name / "qc")
+    except OutputError as err:
+        logger.error("%s", err)
 
 
 def _run_job(job: _Job, progress: Callable[[str], None] | None = None) -> _Outcome:
@@ -381,13 +396,13 @@ def _run_job(job: _Job, progress: Callable[[str], None] | None = None) -> _Outco
             threshold_attenuation=job.threshold_attenuation, progress=step,
         )
         res.row["group"] = job.group
-        extra: dict[str, Any] = {"fingerprint": fingerprint, "settings_key": key}
-        if job.manifest is not None:
-            extra["manifest"] = job.manifest
+        extra: dict[str, Any] = {"fingerprint": fingerprint, "settings_key": key,
+                                 **job.provenance}
         write_scan_outputs(res, job.out / job.name, write_qc=job.write_qc, extra=extra)
         return _Outcome(res.row, False, time.perf_counter() - t0, threads_used)
     except CtmorphError as exc:
         logger.error("%s", exc)
+        _keep_review_views(exc, job)
         return _Outcome(_failed_row(job.name, job.group, str(exc)), False,
                         time.perf_counter() - t0)
     except Exception as exc:  # one broken scan must not lose the others
@@ -411,7 +426,7 @@ class _Planned:
     group: str | None
     config: AnalysisConfig
     error: str | None = None
-    manifest: dict[str, Any] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_unique(planned: Sequence[_Planned]) -> None:
@@ -435,20 +450,53 @@ def _check_unique(planned: Sequence[_Planned]) -> None:
         folders[real] = item.name
 
 
-def _check_groups_listed(groups: Mapping[str, str], names: set[str], strict: bool) -> None:
-    """Rows of a groups file naming scans that are not in the run: a warning (or, strict, an
-    error), so a typo does not silently shrink the study."""
-    extra = [s for s in groups if s not in names]
+def _check_listed(table: Mapping[str, Any], names: set[str], strict: bool) -> None:
+    """Rows of a groups or overrides file naming scans that are not in the run: a warning
+    (or, strict, an error), so a typo does not silently shrink the study or drop a
+    correction."""
+    extra = [s for s in table if s not in names]
     if not extra:
         return
-    where = getattr(groups, "path", "the groups file")
-    line = getattr(groups, "line", None)
+    where = getattr(table, "path", "the groups file")
+    line = getattr(table, "line", None)
     shown = ", ".join(f"{s!r} (line {line(s)})" if line else repr(s) for s in extra[:10])
     more = f" and {len(extra) - 10} more" if len(extra) > 10 else ""
     msg = (f"{where}: {len(extra)} row(s) name scans that are not in this run: {shown}{more}")
     if strict:
         raise ConfigError(msg + " (--strict)")
     logger.warning("%s", msg)
+
+
+def _apply_overrides(planned: Sequence[_Planned], overrides: Mapping[str, Mapping[str, Any]],
+                     strict: bool) -> None:
+    """Each scan's VOI placed by hand (``--overrides``) into its settings and provenance."""
+    _check_listed(overrides, {i.name for i in planned}, strict)
+    line = getattr(overrides, "line", None)
+    for item in planned:
+        values = overrides.get(item.name)
+        if not values:
+            continue
+        try:
+            item.config = item.config.replace(**values)
+        except ConfigError as exc:
+            item.error = f"{item.name}: overrides {dict(values)}: {exc}"
+            continue
+        item.provenance["overrides"] = {
+            "path": str(getattr(overrides, "path", "")), "values": dict(values),
+            "line": line(item.name) if line else None,
+        }
+
+
+def _check_manual_voi_scope(cfg: AnalysisConfig, planned: Sequence[_Planned]) -> None:
+    """A reference or VOI given for the whole run (``--ref-slice``) fits one scan only."""
+    given = [n for n in ("ref_slice", "voi_first_slice", "voi_last_slice")
+             if getattr(cfg, n) is not None]
+    if given and len(planned) > 1:
+        raise ConfigError(
+            f"{given[0]} = {getattr(cfg, given[0])} places one femur's VOI by hand, but the run "
+            f"has {len(planned)} scans; give it per scan with --overrides FILE.csv (or the "
+            "manifest)"
+        )
 
 
 def _plan(
@@ -459,8 +507,26 @@ def _plan(
     groups: Mapping[str, str] | None,
     group: str | None,
     strict: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[_Planned]:
     """The run's scans in order, each with its group, settings or the reason it cannot run."""
+    planned = _plan_scans(paths, cfg, manifest=manifest, groups=groups, group=group,
+                          strict=strict)
+    _check_manual_voi_scope(cfg, planned)
+    if overrides is not None:
+        _apply_overrides(planned, overrides, strict)
+    return planned
+
+
+def _plan_scans(
+    paths: Sequence[str | Path],
+    cfg: AnalysisConfig,
+    *,
+    manifest: Manifest | str | Path | None,
+    groups: Mapping[str, str] | None,
+    group: str | None,
+    strict: bool,
+) -> list[_Planned]:
     if manifest is not None:
         if paths or groups is not None or group is not None:
             raise ConfigError(
@@ -470,7 +536,8 @@ def _plan(
         if not isinstance(manifest, Manifest):
             manifest = read_manifest(manifest, cfg)
         planned = [
-            _Planned(e.name, e.folder, e.group, e.config(cfg), manifest=manifest.provenance(e))
+            _Planned(e.name, e.folder, e.group, e.config(cfg),
+                     provenance={"manifest": manifest.provenance(e)})
             for e in manifest.entries
         ]
         _check_unique(planned)
@@ -488,7 +555,7 @@ def _plan(
             planned.append(_Planned(name, None, "", cfg, error=str(exc)))
     _check_unique(planned)
     if groups is not None and group is None:
-        _check_groups_listed(groups, {i.name for i in planned}, strict)
+        _check_listed(groups, {i.name for i in planned}, strict)
     for item in planned:
         if group is not None:
             item.group = group
@@ -726,6 +793,7 @@ def check_study(
     groups: Mapping[str, str] | None = None,
     group: str | None = None,
     strict: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[ScanCheck]:
     """Validate every scan of a study without analysing it and without writing anything.
 
@@ -738,7 +806,7 @@ def check_study(
 
     Parameters
     ----------
-    paths, config, manifest, groups, group, strict
+    paths, config, manifest, groups, group, strict, overrides
         As for :func:`run_analysis`.
 
     Returns
@@ -754,7 +822,8 @@ def check_study(
         rows naming scans that are not in the run.
     """
     cfg = config or AnalysisConfig()
-    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict)
+    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict,
+                    overrides=overrides)
     probes: dict[str, _Probe] = {}
     for item in planned:
         if item.error is None and item.folder is not None:
@@ -792,6 +861,7 @@ def run_analysis(
     force: bool = False,
     verify_inputs: bool = False,
     strict: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_scan_done: Callable[[dict[str, Any], float], None] | None = None,
     scheduler: str | None = None,
@@ -836,7 +906,13 @@ def run_analysis(
         files with the stored ``input_hash`` (reads every file; by default a scan's files are
         unchanged when their names, sizes and modification times are).
     strict : bool
-        Groups-file rows naming scans that are not in the run are an error, not a warning.
+        Groups-file and overrides-file rows naming scans that are not in the run are an
+        error, not a warning.
+    overrides : mapping, optional
+        ``{scan: {setting: value}}``: VOIs placed by hand (``ref_slice``, or
+        ``voi_first_slice`` and ``voi_last_slice``, ``distal_end``; e.g.
+        :func:`ctmorph.manifest.read_overrides`); they enter that scan's settings, resume key
+        and JSON, so a re-run recomputes only the corrected scans.
     on_start : callable, optional
         Called with the number of scans about to be analysed, once the threshold is known.
     on_scan_done : callable, optional
@@ -876,7 +952,8 @@ def run_analysis(
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     kwargs = dict(manifest=manifest, groups=groups, group=group,
                   progress_factory=progress_factory, write_qc=write_qc, jobs=jobs, force=force,
-                  verify_inputs=verify_inputs, strict=strict, on_start=on_start,
+                  verify_inputs=verify_inputs, strict=strict, overrides=overrides,
+                  on_start=on_start,
                   on_scan_done=on_scan_done)
     if not scheduler:
         kwargs["tune_allocator"] = tune_allocator
@@ -922,12 +999,14 @@ def _analyse(
     force: bool,
     verify_inputs: bool,
     strict: bool,
+    overrides: Mapping[str, Mapping[str, Any]] | None,
     on_start: Callable[[int], None] | None,
     on_scan_done: Callable[[dict[str, Any], float], None] | None,
     tune_allocator: bool = False,
 ) -> RunSummary:
     cfg = config or AnalysisConfig()
-    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict)
+    planned = _plan(paths, cfg, manifest=manifest, groups=groups, group=group, strict=strict,
+                    overrides=overrides)
     out = ensure_output_dir(Path(out_dir).resolve())  # absolute: workers elsewhere write in it
     t0 = time.perf_counter()
 
@@ -980,7 +1059,7 @@ def _analyse(
             assert scan is not None
             work.append(_Job(
                 i.name, scan, i.group or "", i.config, study.grey(scales[i.name]),
-                study.method, out, write_qc, force, manifest=i.manifest,
+                study.method, out, write_qc, force, provenance=i.provenance,
                 threshold_attenuation=att if scan.cs_window is not None else None,
                 verify_inputs=verify_inputs,
                 own_process=pool is not None or (client is None and tune_allocator),
@@ -1051,7 +1130,10 @@ def _analyse(
     run_info = {
         "config": cfg.to_dict(),
         "config_hash": cfg.digest(),
-        "manifest": next((i.manifest["path"] for i in planned if i.manifest), None),
+        "manifest": next((i.provenance["manifest"]["path"] for i in planned
+                          if "manifest" in i.provenance), None),
+        "overrides": next((i.provenance["overrides"]["path"] for i in planned
+                           if "overrides" in i.provenance), None),
         "threshold": summary.threshold,
         "threshold_attenuation": summary.threshold_attenuation,
         "threshold_method": study.method,

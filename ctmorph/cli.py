@@ -363,6 +363,13 @@ def _make_config(**settings) -> AnalysisConfig:
               help="VOI length (mm).")
 @click.option("--distal-end", type=click.Choice(["auto", "first", "last"]), default="auto",
               show_default=True, help="Which end of the stack is distal.")
+@click.option("--ref-slice", type=click.IntRange(min=0),
+              help="The growth-plate reference section of the one scan analysed, given by hand "
+                   "(--roi auto; numbered as the slice files are); the VOI is placed from it.")
+@click.option("--overrides", "overrides_csv", type=_InputFile(),
+              help="CSV with the columns scan and any of ref_slice, voi_first_slice, "
+                   "voi_last_slice, distal_end: VOIs placed by hand (as 'ctmorph review' "
+                   "saves); only the corrected scans are recomputed.")
 @click.option("--align", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="auto: resample a femur tilted >= 3° in slices perpendicular to its axis "
                    "(the angle is reported either way); off: use the slices as they are.")
@@ -417,13 +424,14 @@ def _make_config(**settings) -> AnalysisConfig:
 @_handle_errors
 def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, threshold, roi,
             roi_mask, roi_offset_frac, roi_height_frac, roi_offset_mm,
-            roi_height_mm, distal_end, align, voxel_size, smooth_sigma, thickness_convention,
+            roi_height_mm, distal_end, ref_slice, overrides_csv, align, voxel_size,
+            smooth_sigma, thickness_convention,
             calibration, threshold_density, threshold_attenuation, tmd_erosion_vox, strict,
             cortical_offset_mm, cortical_height_mm, save_maps, no_qc, jobs, force,
             verify_inputs, scheduler, sensitivity) -> None:
     """Analyse SCAN_DIR... (NRecon folders, or folders holding them) into OUT."""
     from .batch import check_study, default_jobs, run_analysis
-    from .manifest import read_groups, read_manifest
+    from .manifest import read_groups, read_manifest, read_overrides
 
     if groups_csv is not None and group is not None:
         raise click.UsageError("give either --groups or --group, not both")
@@ -455,6 +463,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
         roi_offset_frac=roi_offset_frac,
         roi_height_frac=roi_height_frac,
         distal_end=distal_end,
+        ref_slice=ref_slice,
         align=align,
         smooth_sigma_vox=smooth_sigma,
         thickness_convention=thickness_convention,
@@ -474,9 +483,10 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
         load_calibration(calibration)  # a bad file is one clear error before any scan runs
     groups = read_groups(groups_csv) if groups_csv is not None else None
     manifest = read_manifest(manifest_csv, config) if manifest_csv is not None else None
+    overrides = read_overrides(overrides_csv, config) if overrides_csv is not None else None
     if dry_run:
         checks = check_study(scan_dirs, config, manifest=manifest, groups=groups, group=group,
-                             strict=strict)
+                             strict=strict, overrides=overrides)
         _echo_checks(checks)
         if not all(c.ok for c in checks):
             ctx.exit(1)
@@ -490,7 +500,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
                 progress_factory=display.stage_factory, write_qc=not no_qc, jobs=jobs,
                 force=force, scheduler=scheduler, on_start=display.start,
                 on_scan_done=display.scan_done, tune_allocator=True, strict=strict,
-                verify_inputs=verify_inputs,
+                verify_inputs=verify_inputs, overrides=overrides,
             )
         finally:
             display.close()
@@ -527,7 +537,7 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, thres
                     groups=groups, group=group, jobs=jobs, force=force, scheduler=scheduler,
                     progress_factory=sens_display.stage_factory, on_start=sens_start,
                     on_scan_done=sens_display.scan_done, strict=strict,
-                    verify_inputs=verify_inputs,
+                    verify_inputs=verify_inputs, overrides=overrides,
                 )
             finally:
                 sens_display.close()
@@ -568,6 +578,19 @@ def report(ctx, out, control, model, nonparametric, alpha, excel, figures) -> No
     html = paths.get("html")
     click.echo(f"wrote {len(paths)} files to {Path(out) / 'report'}"
                + (f"; open {html}" if html else ""))
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.pass_context
+@_handle_errors
+def review(ctx, out) -> None:
+    """Write OUT/review.html to check and correct each scan's growth-plate reference."""
+    from .review import write_review
+
+    page = write_review(out)
+    click.echo(f"wrote {page}: open it in a browser, click the corrections, save "
+               "overrides.csv and pass it to 'ctmorph analyze --overrides'")
 
 
 @cli.command()

@@ -42,6 +42,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("roi", "", "VOI mode: auto (growth-plate referenced endocortical VOI), full (every voxel with data), envelope (inside the specimen's outer surface: 3-D closing of bone by a 0.75 mm ball, holes filled) or mask (user-drawn)"),
     Column("roi_mask", "", "the VOI mask file (--roi mask)"),
     Column("distal_end", "", "which end of the stack is distal: first (lowest section) or last"),
+    Column("voi_source", "", "how the auto-ROI VOI was placed: auto (the growth-plate finder), manual ref (a reference section given by hand: --ref-slice, --overrides, manifest) or manual VOI (first and last section given by hand)"),
     Column("ref_slice", "section no.", "growth-plate reference: first section proximal of the growth plate holding no growth-plate cartilage (auto ROI only)"),
     Column("axis_tilt_deg", "°", "angle between the femur's long axis (robust line through the periosteal-envelope centroids of the shaft) and the slice normal (auto ROI only)"),
     Column("axis_aligned", "", "True when the scan was analysed resampled in slices perpendicular to the bone axis (tilt >= 3°; section numbers are then where the axis crosses each slice)"),

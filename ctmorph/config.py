@@ -44,6 +44,14 @@ class AnalysisConfig:
         ``0 <= roi_offset_frac < 1``, ``0 < roi_height_frac <= 1``.
     roi_offset_mm, roi_height_mm : float
         VOI start proximal of the growth-plate reference slice and VOI length, in mm.
+    ref_slice : int or None
+        With ``roi="auto"``: the growth-plate reference given by hand (a section number, as the
+        slice files are numbered) instead of the automatic one; the VOI is placed from it as
+        usual (``voi_source`` ``manual ref``).
+    voi_first_slice, voi_last_slice : int or None
+        With ``roi="auto"``: the VOI's first and last section given by hand (both or neither;
+        instead of a reference; ``voi_source`` ``manual VOI``). The endocortical region of
+        those sections is the VOI.
     align : {"auto", "off"}
         With ``roi="auto"``: fit the bone's long axis to the periosteal envelope and, when it
         is tilted by 3° or more from the slice normal, analyse the scan resampled (linear
@@ -93,6 +101,9 @@ class AnalysisConfig:
     roi: Literal["auto", "full", "envelope", "mask"] = "auto"
     roi_offset_mm: float = 1.0
     roi_height_mm: float = 2.0
+    ref_slice: int | None = None
+    voi_first_slice: int | None = None
+    voi_last_slice: int | None = None
     roi_mask: str | None = None
     roi_offset_frac: float | None = None
     roi_height_frac: float | None = None
@@ -145,6 +156,26 @@ class AnalysisConfig:
                 f"roi_offset_frac + roi_height_frac must be <= 1 (the VOI ends inside the "
                 f"bone), got {self.roi_offset_frac:g} + {self.roi_height_frac:g}"
             )
+        for name in ("ref_slice", "voi_first_slice", "voi_last_slice"):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be a section number (an integer >= 0), "
+                                  f"got {v!r}")
+            if self.roi != "auto":
+                raise ConfigError(f"{name} places the VOI of a femur by hand: needs roi=auto, "
+                                  f"got roi={self.roi!r}")
+        if (self.voi_first_slice is None) != (self.voi_last_slice is None):
+            raise ConfigError("a VOI given by hand needs both voi_first_slice and "
+                              "voi_last_slice")
+        if self.voi_first_slice is not None:
+            if self.ref_slice is not None:
+                raise ConfigError("give the growth-plate reference (ref_slice) or the VOI "
+                                  "(voi_first_slice, voi_last_slice) by hand, not both")
+            if self.voi_last_slice < self.voi_first_slice:
+                raise ConfigError(f"voi_last_slice {self.voi_last_slice} is before "
+                                  f"voi_first_slice {self.voi_first_slice}")
         if self.align not in ("auto", "off"):
             raise ConfigError(f"align must be 'auto' or 'off', got {self.align!r}")
         if self.distal_end not in ("auto", "first", "last"):

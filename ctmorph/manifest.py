@@ -42,21 +42,28 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import AnalysisConfig
 from .errors import ConfigError
 from .io import normalize_name  # one spelling rule for folder names and the CSV files
+from .textsafe import csv_uncell
 
 __all__ = [
     "GroupTable",
     "Manifest",
     "ManifestEntry",
     "OVERRIDABLE",
+    "OverrideTable",
+    "ScanTable",
+    "VOI_OVERRIDES",
     "normalize_name",
     "read_groups",
     "read_manifest",
+    "read_overrides",
 ]
+
+V = TypeVar("V")
 
 #: Settings a manifest may set per scan, with the type of their values.
 OVERRIDABLE: dict[str, type] = {
@@ -66,7 +73,15 @@ OVERRIDABLE: dict[str, type] = {
     "voxel_size_um": float,
     "cortical_offset_mm": float,
     "cortical_height_mm": float,
+    "ref_slice": int,
+    "voi_first_slice": int,
+    "voi_last_slice": int,
 }
+
+#: The columns of an overrides file (``--overrides``) besides ``scan``: where a person put a
+#: femur's growth-plate reference or VOI by hand (section numbers as the slice files are
+#: numbered), and which end is distal.
+VOI_OVERRIDES = ("ref_slice", "voi_first_slice", "voi_last_slice", "distal_end")
 
 _REQUIRED = ("scan", "group")
 _DISTAL_ENDS = ("auto", "first", "last")
@@ -114,8 +129,8 @@ class Manifest:
         return {"path": str(self.path), "line": entry.line, "overrides": dict(entry.overrides)}
 
 
-class GroupTable(Mapping[str, str]):
-    """A read groups file: a read-only mapping scan name -> group label.
+class ScanTable(Mapping[str, V]):
+    """A CSV read into a read-only mapping: scan name -> the scan's value.
 
     Keys are NFC-normalised (:func:`normalize_name`); a lookup normalises its key too, so
     ``table[name]`` finds a scan however its name is spelled in Unicode.
@@ -123,34 +138,34 @@ class GroupTable(Mapping[str, str]):
     Attributes
     ----------
     path : pathlib.Path
-        The groups file (absolute).
+        The file (absolute).
     """
 
-    __slots__ = ("_groups", "_lines", "_path")
+    __slots__ = ("_values", "_lines", "_path")
 
-    def __init__(self, path: Path, groups: Mapping[str, str], lines: Mapping[str, int]) -> None:
+    def __init__(self, path: Path, values: Mapping[str, V], lines: Mapping[str, int]) -> None:
         self._path = Path(path)
-        self._groups = dict(groups)
+        self._values = dict(values)
         self._lines = dict(lines)
 
     @property
     def path(self) -> Path:
-        """The groups file (absolute)."""
+        """The file (absolute)."""
         return self._path
 
-    def __getitem__(self, scan: str) -> str:
+    def __getitem__(self, scan: str) -> V:
         if not isinstance(scan, str):
             raise KeyError(scan)
-        return self._groups[normalize_name(scan)]
+        return self._values[normalize_name(scan)]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._groups)
+        return iter(self._values)
 
     def __len__(self) -> int:
-        return len(self._groups)
+        return len(self._values)
 
     def __repr__(self) -> str:
-        return f"GroupTable({str(self._path)!r}, {self._groups!r})"
+        return f"{type(self).__name__}({str(self._path)!r}, {self._values!r})"
 
     def line(self, scan: str) -> int:
         """The line (1-based, comments and blank lines counted) the scan is listed on.
@@ -163,6 +178,19 @@ class GroupTable(Mapping[str, str]):
         if not isinstance(scan, str):
             raise KeyError(scan)
         return self._lines[normalize_name(scan)]
+
+
+class GroupTable(ScanTable[str]):
+    """A read groups file: scan name -> group label (:func:`read_groups`)."""
+
+    __slots__ = ()
+
+
+class OverrideTable(ScanTable[dict[str, Any]]):
+    """A read overrides file: scan name -> its VOI settings given by hand
+    (:func:`read_overrides`)."""
+
+    __slots__ = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +438,12 @@ def read_groups(path: str | Path) -> GroupTable:
 
 def _parse_value(column: str, raw: str, where: str) -> Any:
     kind = OVERRIDABLE[column]
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a section number (a whole number), "
+                              f"got {raw!r}") from None
     if kind is float:
         try:
             value = float(raw)
@@ -472,6 +506,91 @@ def read_manifest(path: str | Path, base: AnalysisConfig | None = None) -> Manif
     return Manifest(path=Path(os.path.abspath(p)), entries=tuple(entries))
 
 
+def _overrides(p: Path, line: int, rec: Mapping[str, str], columns: Sequence[str],
+               base: AnalysisConfig) -> dict[str, Any]:
+    """A row's per-scan settings (its non-empty cells of ``columns``), each checked against
+    the study settings ``base`` and then all together."""
+    overrides: dict[str, Any] = {}
+    for col in columns:
+        raw_value = rec.get(col, "")
+        if not raw_value:
+            continue
+        where = f"{p}: line {line}, column {col!r}"
+        value = _parse_value(col, raw_value, where)
+        try:
+            base.replace(**{col: value})
+        except ConfigError as exc:
+            # a VOI bound needs its partner: checked below, with the whole row
+            if not (col in ("voi_first_slice", "voi_last_slice") and "both" in str(exc)):
+                raise ConfigError(f"{where}: {exc}") from None
+        overrides[col] = value
+    try:
+        base.replace(**overrides)
+    except ConfigError as exc:  # settings that only fail together
+        raise ConfigError(f"{p}: line {line}: {exc}") from None
+    return overrides
+
+
+def read_overrides(path: str | Path, base: AnalysisConfig | None = None) -> OverrideTable:
+    """Read an overrides file: per scan, its VOI placed by hand (``--overrides``).
+
+    The columns are ``scan`` (the scan's folder name) and any of :data:`VOI_OVERRIDES`:
+    ``ref_slice`` (the growth-plate reference), or ``voi_first_slice`` and
+    ``voi_last_slice`` (the VOI itself), as section numbers like the slice files' (and the
+    ``ref_slice``, ``voi_first_slice``, ``voi_last_slice`` columns of ``morphometry.csv``);
+    ``distal_end`` (first, last). An empty cell keeps the automatic placement. The CSV rules
+    are those of the manifest; ``ctmorph review`` saves such a file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    base : AnalysisConfig, optional
+        The study settings the overrides are checked against (a manual VOI needs
+        ``roi="auto"``).
+
+    Returns
+    -------
+    OverrideTable
+        Scan name -> ``{setting: value}`` (rows without any value are left out).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the line and the column: unreadable file or invalid CSV (as
+        for the manifest), a column other than ``scan`` and :data:`VOI_OVERRIDES`, an empty
+        scan, a scan listed twice, a value that is not a section number, a VOI bound without
+        its partner, a reference together with a VOI.
+    """
+    p = Path(path)
+    base = base or AnalysisConfig()
+    table = _read_table(p, what="the overrides file", required=("scan",), lenient=False)
+    for i, col in enumerate(table.header):
+        if col != "scan" and col not in VOI_OVERRIDES:
+            raise ConfigError(
+                f"{p}: line {table.header_line}, column {i + 1}: unknown column {col!r}; an "
+                f"overrides file has the columns scan, {', '.join(VOI_OVERRIDES)}"
+            )
+    values: dict[str, dict[str, Any]] = {}
+    lines: dict[str, int] = {}
+    for row in table.rows:
+        # a name ctmorph wrote (ctmorph review) carries csv_cell's quote against formulas
+        scan = normalize_name(csv_uncell(row.cells["scan"]))
+        if not scan:
+            raise ConfigError(f"{p}: line {row.line}, column 'scan': empty scan name")
+        if scan in lines:
+            raise ConfigError(
+                f"{p}: line {row.line}, column 'scan': scan {scan!r} is listed twice (first "
+                f"on line {lines[scan]})"
+            )
+        lines[scan] = row.line
+        found = _overrides(p, row.line, row.cells, VOI_OVERRIDES, base)
+        if found:
+            values[scan] = found
+    return OverrideTable(Path(os.path.abspath(p)), values,
+                         {s: n for s, n in lines.items() if s in values})
+
+
 def _entry(
     p: Path, line: int, rec: dict[str, str], root: Path, base: AnalysisConfig,
     seen: dict[str, int],
@@ -492,20 +611,5 @@ def _entry(
             f"{seen[name]}; scan names (folder names) must be unique"
         )
     seen[name] = line
-    overrides: dict[str, Any] = {}
-    for col in OVERRIDABLE:
-        raw_value = rec.get(col, "")
-        if not raw_value:
-            continue
-        where = f"{p}: line {line}, column {col!r}"
-        value = _parse_value(col, raw_value, where)
-        try:
-            base.replace(**{col: value})
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        overrides[col] = value
-    try:
-        base.replace(**overrides)
-    except ConfigError as exc:  # settings that only fail together
-        raise ConfigError(f"{p}: line {line}: {exc}") from None
+    overrides = _overrides(p, line, rec, list(OVERRIDABLE), base)
     return ManifestEntry(name=name, folder=folder, group=group, overrides=overrides, line=line)

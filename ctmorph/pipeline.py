@@ -32,7 +32,7 @@ from .calibration import (
     scan_window,
 )
 from .config import AnalysisConfig
-from .errors import CalibrationError, SegmentationError
+from .errors import CalibrationError, CtmorphError, SegmentationError
 from .io import Scan, read_scan
 from .morphometry import (
     anisotropy,
@@ -48,7 +48,7 @@ from .morphometry.pattern import pattern_factor_chunked
 from .morphometry.smi import smi_chunked
 from .morphometry.trabecular import trabecular_chunked
 from .morphometry.zsource import Block, ZSource, block_ranges
-from .qc import AxialQc, QcData, qc_flags
+from .qc import AxialQc, QcData, ReviewViews, qc_flags
 from .segment.axis import AlignedSource, BoneAxis, fit_bone_axis
 from .segment.femur import proximal_slices, trabecular_slices
 from .segment.femur.cortex import region_rows, sector_thickness, smooth_sector_thickness
@@ -210,7 +210,7 @@ def analyze_scan(
 
 
 def measure_scan(
-    path: str | Path,
+    path: str | Path | Scan,
     config: AnalysisConfig | None = None,
     *,
     threshold: float | None = None,
@@ -241,8 +241,32 @@ def measure_scan(
     ------
     CtmorphError
         Any input, segmentation or configuration problem, with a one-line message that
-        names the scan.
+        names the scan. When the failure came after the scan's longitudinal sections were
+        made (``roi="auto"``), the exception's ``review`` attribute holds them
+        (:class:`ctmorph.qc.ReviewViews`), so a person can place the VOI by hand.
     """
+    views: list[ReviewViews] = []
+    try:
+        return _measure_scan(path, config, threshold=threshold,
+                             threshold_method=threshold_method,
+                             threshold_attenuation=threshold_attenuation, progress=progress,
+                             views=views)
+    except CtmorphError as exc:
+        if views:
+            exc.review = views[0]  # type: ignore[attr-defined]
+        raise
+
+
+def _measure_scan(
+    path: str | Path | Scan,
+    config: AnalysisConfig | None,
+    *,
+    threshold: float | None,
+    threshold_method: str | None,
+    threshold_attenuation: float | None,
+    progress: Progress | None,
+    views: list[ReviewViews],
+) -> ScanResult:
     cfg = config or AnalysisConfig()
     step = progress or (lambda stage: None)
     t_start = time.perf_counter()
@@ -314,6 +338,12 @@ def measure_scan(
             seg = _Segmenter(src, thr, cfg)
             p1 = _pass1(src, seg, keep_volume=False, need_hist=False)
 
+    if cfg.roi == "auto":  # the review's sections, kept for a scan that fails from here on
+        iy, ix = p1.through_axis(spacing)
+        views.append(ReviewViews(p1.row_grey[iy], p1.col_grey[ix], np.asarray(src.sections),
+                                 spacing[1], cfg.distal_end if cfg.distal_end != "auto"
+                                 else None))
+
     step("growth plate")
     profiles: dict[str, np.ndarray] = {}
     cortical_range: tuple[int, int] | None = None
@@ -334,7 +364,7 @@ def measure_scan(
                 logger.info("%s: bone length %.2f mm: VOI %.2f mm from %.2f mm proximal of "
                             "the reference", scan.name, bone_length_mm, height_mm, offset_mm)
             plate = _find_plate(seg, p1, cfg, spacing, offset_mm=offset_mm,
-                                height_mm=height_mm)
+                                height_mm=height_mm, sections=np.asarray(src.sections))
         except SegmentationError as exc:
             raise SegmentationError(f"{scan.name}: {exc}") from None
         z0, z1, ref_index, distal_end = plate.z0, plate.z1, plate.ref_index, plate.distal_end
@@ -414,6 +444,11 @@ def measure_scan(
     if voi is not None and not voi.any():
         raise SegmentationError(f"{scan.name}: the VOI is empty")
 
+    if cfg.cortical_offset_mm is not None and cfg.roi == "auto" and ref_index is None:
+        raise SegmentationError(
+            f"{scan.name}: the cortical VOI is placed from the growth-plate reference, and this "
+            "scan has none (a VOI given by hand, no plate found): give its ref_slice too"
+        )
     if cfg.cortical_offset_mm is not None and ref_index is not None:
         # checked before the trabecular measure, so a scan that fails here fails fast
         span = proximal_slices(
@@ -497,6 +532,7 @@ def measure_scan(
         "roi": cfg.roi,
         "distal_end": distal_end or "",
         "ref_slice": int(sections[ref_index]) if ref_index is not None else None,
+        "voi_source": plate.source if cfg.roi == "auto" else None,
         "voi_first_slice": int(sections[z0]),
         "voi_last_slice": int(sections[z1 - 1]),
         "voi_offset_mm": offset_mm if cfg.roi == "auto" else None,
@@ -522,8 +558,10 @@ def measure_scan(
         }
     )
 
-    # QC: longitudinal section (from pass 1), VOI on it from the loaded slab
-    cy = ny // 2
+    # QC: the longitudinal section through the bone axis (from pass 1), VOI on it from the
+    # loaded slab
+    iy, ix = p1.through_axis(spacing)
+    cy = int(p1.rows[iy])
     long_voi = np.zeros((nz, nx), dtype=bool)
     axials: list[AxialQc] = []
     if slab is not None:
@@ -548,8 +586,11 @@ def measure_scan(
             axials.append(AxialQc(label, idx, int(sections[idx]), src.read_slab(idx, idx + 1)[0],
                                   bone_s[idx - a].copy(), voi[idx - a].copy()))
     qc = QcData(
-        longitudinal=p1.long_grey,
-        longitudinal_bone=p1.long_bone,
+        longitudinal=p1.row_grey[iy],
+        longitudinal_bone=p1.row_bone[iy],
+        sagittal=p1.col_grey[ix] if cfg.roi == "auto" else None,
+        distal_end=distal_end,
+        mm_per_px=spacing[1],
         longitudinal_voi=long_voi,
         axials=axials,
         histogram=hist,
@@ -728,6 +769,17 @@ class _Segmenter:
         raise AssertionError("unreachable: the last halo is exact")
 
 
+#: Longitudinal sections kept by pass 1 at these offsets from the slice centre, in eighths
+#: of the slice: the one nearest the bone axis is the QC section (and the review's).
+_SECTION_EIGHTHS = (-2, -1, 0, 1, 2)
+
+
+def _section_positions(n: int) -> np.ndarray:
+    """Rows (or columns) of a slice ``n`` pixels wide where pass 1 keeps sections."""
+    return np.array(sorted({min(n - 1, max(0, n // 2 + k * n // 8))
+                            for k in _SECTION_EIGHTHS}), dtype=np.intp)
+
+
 @dataclass
 class _Pass1:
     hist: np.ndarray
@@ -736,11 +788,24 @@ class _Pass1:
     has: np.ndarray  # (Z,) slice has an envelope
     bbox: np.ndarray  # (Z, 4) envelope y0, y1, x0, x1 (y1/x1 exclusive), -1 without
     centroid_mm: np.ndarray  # (Z, 2) envelope centroid (y, x) in mm, NaN without
-    long_grey: np.ndarray
-    long_bone: np.ndarray
+    rows: np.ndarray  # (K,) slice rows of the sections y = const
+    row_grey: np.ndarray  # (K, Z, X)
+    row_bone: np.ndarray  # (K, Z, X)
+    cols: np.ndarray  # (K,) slice columns of the sections x = const
+    col_grey: np.ndarray  # (K, Z, Y)
     any_bone: bool
     volume: np.ndarray | None = None
     valid: np.ndarray | None = None
+
+    def through_axis(self, sp: tuple[float, float, float]) -> tuple[int, int]:
+        """Indices into :attr:`rows` and :attr:`cols` of the sections nearest the bone
+        axis (the median envelope centroid); the central ones without an envelope."""
+        c = self.centroid_mm[np.isfinite(self.centroid_mm[:, 0])]
+        if c.size == 0:
+            return int(np.argmin(np.abs(self.rows - self.rows[len(self.rows) // 2]))), \
+                int(np.argmin(np.abs(self.cols - self.cols[len(self.cols) // 2])))
+        yc, xc = np.median(c[:, 0]) / sp[1], np.median(c[:, 1]) / sp[2]
+        return int(np.argmin(np.abs(self.rows - yc))), int(np.argmin(np.abs(self.cols - xc)))
 
 
 def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
@@ -749,7 +814,7 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
     thickness, envelope box and centroid per slice, and the QC longitudinal section."""
     nz, ny, nx = scan.shape
     sp = scan.spacing
-    cy = ny // 2
+    sec_rows, sec_cols = _section_positions(ny), _section_positions(nx)
     hist = np.zeros(scan.gmax + 1, dtype=np.int64)
     counts = {k: np.zeros(nz, dtype=np.int64)
               for k in ("envelope", "interior", "interior_bone", "cartilage")}
@@ -757,8 +822,9 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
     has = np.zeros(nz, dtype=bool)
     bbox = np.full((nz, 4), -1, dtype=np.int64)
     centroid = np.full((nz, 2), np.nan)
-    long_grey = np.empty((nz, nx), dtype=scan.dtype)
-    long_bone = np.empty((nz, nx), dtype=bool)
+    row_grey = np.empty((sec_rows.size, nz, nx), dtype=scan.dtype)
+    row_bone = np.empty((sec_rows.size, nz, nx), dtype=bool)
+    col_grey = np.empty((sec_cols.size, nz, ny), dtype=scan.dtype)
     volume = np.empty(scan.shape, dtype=bool) if keep_volume else None
     valid = np.empty(scan.shape, dtype=bool) if keep_volume and scan.no_data_zero else None
     any_bone = False
@@ -771,8 +837,9 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
         if need_hist:
             for k in range(e - s):
                 hist += grey_histogram(grey[k], gmax=scan.gmax, no_data_zero=scan.no_data_zero)
-        long_grey[s:e] = grey[:, cy, :]
-        long_bone[s:e] = bone[:, cy, :]
+        row_grey[:, s:e] = grey[:, sec_rows, :].transpose(1, 0, 2)
+        row_bone[:, s:e] = bone[:, sec_rows, :].transpose(1, 0, 2)
+        col_grey[:, s:e] = grey[:, :, sec_cols].transpose(2, 0, 1)
         if volume is not None:
             volume[s:e] = bone
             if valid is not None:
@@ -797,8 +864,8 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
                 bbox[t + k] = (r[0], r[-1] + 1, q[0], q[-1] + 1)
                 area = env[k].sum()
                 centroid[t + k] = (env[k].sum(axis=1) @ yy / area, env[k].sum(axis=0) @ xx / area)
-    return _Pass1(hist, counts, thick, has, bbox, centroid, long_grey, long_bone, any_bone,
-                  volume, valid)
+    return _Pass1(hist, counts, thick, has, bbox, centroid, sec_rows, row_grey, row_bone,
+                  sec_cols, col_grey, any_bone, volume, valid)
 
 
 def _fit_axis(p1: _Pass1, sp: tuple[float, float, float], name: str) -> BoneAxis | None:
@@ -821,27 +888,52 @@ def _fit_axis(p1: _Pass1, sp: tuple[float, float, float], name: str) -> BoneAxis
 class _Plate:
     z0: int
     z1: int
-    ref_index: int
+    ref_index: int | None
     distal_end: str
-    end_distance_mm: float
+    end_distance_mm: float | None
     filled: np.ndarray  # (Z, sectors) cleaned cortical thickness of every slice
     profiles: dict[str, np.ndarray]
+    source: str = "auto"  # voi_source: auto, manual ref, manual VOI
+
+
+def _section_index(sections: np.ndarray, section: int, what: str) -> int:
+    """The slice index of a section number given by hand (the middle one where a scan
+    resampled along its axis has several slices at one section)."""
+    hits = np.flatnonzero(np.asarray(sections) == section)
+    if hits.size == 0:
+        raise SegmentationError(
+            f"{what} {section} is not a section of the scan (sections {int(sections.min())} "
+            f"to {int(sections.max())})"
+        )
+    return int(hits[hits.size // 2])
 
 
 def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
-                sp: tuple[float, float, float], *, offset_mm: float, height_mm: float) -> _Plate:
+                sp: tuple[float, float, float], *, offset_mm: float, height_mm: float,
+                sections: np.ndarray) -> _Plate:
     """Distal end, growth plate and VOI slices from the pass-1 summaries (as
-    :func:`~ctmorph.segment.femur.auto_trabecular_voi` does on a whole volume)."""
+    :func:`~ctmorph.segment.femur.auto_trabecular_voi` does on a whole volume); a reference
+    (``cfg.ref_slice``) or a VOI (``cfg.voi_first_slice``, ``cfg.voi_last_slice``) given by
+    hand replaces the automatic one."""
     nz = p1.has.size
     dz = sp[0]
     if not p1.has.any():
         raise SegmentationError("no bone cross-section found in the scan")
+    manual_voi = cfg.voi_first_slice is not None
+    manual_ref = cfg.ref_slice is not None
     prof = profiles_from_counts(p1.counts, sp)
-    if cfg.distal_end == "auto":
-        end, why = decide_end(prof, dz)
-        logger.info("distal end: %s (%s)", end, why)
-    else:
+    if cfg.distal_end != "auto":
         end = cfg.distal_end
+    else:
+        try:
+            end, why = decide_end(prof, dz)
+            logger.info("distal end: %s (%s)", end, why)
+        except SegmentationError as exc:
+            if not manual_voi:
+                raise
+            end = "first"
+            logger.warning("%s; the VOI given by hand is used, its ends labelled as if the "
+                           "first slice were distal", exc)
     n_tail = int(round(TAIL_MAX_MM / dz))
 
     def tail(seed: int, step: int) -> int:
@@ -851,19 +943,41 @@ def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
         maps = envelope_maps(bone, sp, CLOSING_MM, MIN_AREA_MM2)
         return follow_tail(maps, sp, seed - lo, step, FAR_MM)
 
-    gp = growth_plate_from_profiles(
-        prof, nz, sp, end, FAR_MM, MARGIN_MM, tail=tail
-    )
-    z0, z1 = trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
+    gp = None
+    profiles = dict(prof.as_dict())
+    if not manual_ref:
+        try:
+            gp = growth_plate_from_profiles(
+                prof, nz, sp, end, FAR_MM, MARGIN_MM, tail=tail
+            )
+            profiles = dict(gp.profiles)
+        except SegmentationError as exc:
+            if not manual_voi:
+                raise
+            logger.info("%s; the VOI given by hand is used", exc)
+    if manual_ref:
+        ref: int | None = _section_index(sections, cfg.ref_slice, "ref_slice")
+        source = "manual ref"
+    else:
+        ref = gp.ref_index if gp is not None else None
+        source = "manual VOI" if manual_voi else "auto"
+    if manual_voi:
+        i0 = _section_index(sections, cfg.voi_first_slice, "voi_first_slice")
+        i1 = _section_index(sections, cfg.voi_last_slice, "voi_last_slice")
+        z0, z1 = min(i0, i1), max(i0, i1) + 1
+    else:
+        assert ref is not None
+        z0, z1 = trabecular_slices(ref, end, nz, dz, offset_mm, height_mm)
     filled, thick_mean = smooth_sector_thickness(p1.thick, p1.has, sp)
-    profiles = dict(gp.profiles)
     profiles["cortical_thickness_mm"] = thick_mean
     profiles["envelope_centroid_y_mm"] = p1.centroid_mm[:, 0]
     profiles["envelope_centroid_x_mm"] = p1.centroid_mm[:, 1]
-    k_distal = gp.distal_index if end == "first" else nz - 1 - gp.distal_index
-    logger.info("trabecular VOI: slices %d..%d (%s end distal, reference %d)", z0, z1 - 1, end,
-                gp.ref_index)
-    return _Plate(z0, z1, gp.ref_index, end, k_distal * dz, filled, profiles)
+    end_mm = None
+    if gp is not None:
+        end_mm = (gp.distal_index if end == "first" else nz - 1 - gp.distal_index) * dz
+    logger.info("trabecular VOI: slices %d..%d (%s end distal, reference %s, %s)", z0, z1 - 1,
+                end, ref, source)
+    return _Plate(z0, z1, ref, end, end_mm, filled, profiles, source)
 
 
 @dataclass

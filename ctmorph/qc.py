@@ -9,7 +9,11 @@ Per scan, :func:`write_qc_pictures` writes into ``OUT/<scan>/qc/``:
   VOI, each with the VOI outline (cyan), bone inside the VOI (orange) and bone outside it
   (purple), section numbers in the panel titles;
 - ``histogram.png``: the grey histogram (no-data excluded) with the threshold;
-- ``tile.png``: a small unlabelled longitudinal picture for the run's contact sheet.
+- ``tile.png``: a small unlabelled longitudinal picture for the run's contact sheet;
+- ``coronal.png``, ``sagittal.png`` and ``review.json`` (:func:`write_review_views`): the two
+  longitudinal sections through the bone axis at full resolution, one image row per section,
+  and which section each row is, for ``ctmorph review`` (written for failed scans too, as soon
+  as the sections exist, so a person can place a reference the finder could not).
 
 Per run, :func:`write_qc_overview` writes ``OUT/qc_overview.png``, one tile per scan with its
 name, group, reference slice, BV/TV and any QC flags in red, so 30 femurs can be checked in a
@@ -32,11 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, atomic_write_text
 
 __all__ = [
     "AxialQc",
     "QcData",
+    "ReviewViews",
+    "write_review_views",
     "qc_flags",
     "axial_overlay",
     "write_qc_pictures",
@@ -125,6 +131,85 @@ class QcData:
     cortical_range: tuple[int, int] | None = None
     axis_tilt_deg: float | None = None
     profiles: dict[str, np.ndarray] = field(default_factory=dict)
+    sagittal: np.ndarray | None = None
+    distal_end: str | None = None
+    mm_per_px: float | None = None
+
+    def review_views(self) -> ReviewViews | None:
+        """The review's two sections of this scan (None without the sagittal one)."""
+        if self.sagittal is None:
+            return None
+        return ReviewViews(self.longitudinal, self.sagittal, np.asarray(self.sections),
+                           float(self.mm_per_px or 0.0), self.distal_end)
+
+
+@dataclass
+class ReviewViews:
+    """The two longitudinal sections of a scan through its bone axis, for ``ctmorph review``.
+
+    Attributes
+    ----------
+    coronal : (Z, X) ndarray
+        Grey values of the section at constant y (image row), one row per slice.
+    sagittal : (Z, Y) ndarray
+        Grey values of the section at constant x (image column).
+    sections : (Z,) ndarray of int
+        Section number of each slice (image row), as the slice files are numbered (for a scan
+        resampled along a tilted axis, where the axis crosses each slice).
+    mm_per_px : float
+        In-plane pixel size (mm).
+    distal_end : {'first', 'last'} or None
+        Which end of the stack is distal, when known.
+    """
+
+    coronal: np.ndarray
+    sagittal: np.ndarray
+    sections: np.ndarray
+    mm_per_px: float
+    distal_end: str | None = None
+
+
+def _grey8(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """8-bit versions of grey images on one window: the 0.5-99.8 percentiles of their voxels
+    with data (non-zero), so bone and soft tissue both show."""
+    data = np.concatenate([np.asarray(im).ravel() for im in images])
+    data = data[data != 0]
+    lo, hi = (np.percentile(data, [0.5, 99.8]) if data.size else (0.0, 1.0))
+    hi = max(hi, lo + 1.0)
+    return [np.clip((np.asarray(im, dtype=np.float64) - lo) * (255.0 / (hi - lo)), 0, 255)
+            .round().astype(np.uint8) for im in images]
+
+
+def write_review_views(views: ReviewViews, folder: Path) -> list[Path]:
+    """``coronal.png``, ``sagittal.png`` (one pixel per voxel, one row per section) and
+    ``review.json`` (which section each image row is) into ``folder``, atomically.
+
+    Returns
+    -------
+    list of Path
+        The three files, ``review.json`` last.
+    """
+    import json
+
+    from PIL import Image
+
+    folder = Path(folder)
+    out = []
+    for name, im in zip(("coronal", "sagittal"), _grey8([views.coronal, views.sagittal]),
+                        strict=True):
+        path = folder / f"{name}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(im).save(tmp, format="PNG")
+        out.append(path)
+    rows = [int(v) for v in np.asarray(views.sections)]
+    info = {
+        "views": [{"name": n, "image": f"{n}.png", "row_sections": rows,
+                   "mm_per_px": views.mm_per_px} for n in ("coronal", "sagittal")],
+        "distal_end": views.distal_end,
+    }
+    path = folder / "review.json"
+    atomic_write_text(path, json.dumps(info))
+    return [*out, path]
 
 
 def _as_qcdata(qc: Any) -> QcData:
@@ -517,17 +602,20 @@ def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
     Returns
     -------
     list of Path
-        ``longitudinal.png``, ``axial.png``, ``histogram.png`` and ``tile.png``, written
+        ``longitudinal.png``, ``axial.png``, ``histogram.png``, ``tile.png`` and, with the
+        sagittal section, the review's views (:func:`write_review_views`), written
         atomically.
     """
     qc = _as_qcdata(qc)
     folder = Path(folder)  # created by the atomic writes
-    return [
+    written = [
         _write_longitudinal(qc, folder, title),
         _write_axial(qc, folder, title),
         _write_histogram(qc, folder, title),
         _write_tile(qc, folder),
     ]
+    views = qc.review_views()
+    return written + (write_review_views(views, folder) if views is not None else [])
 
 
 def _tile_image(out_dir: Path, scan: str) -> np.ndarray | None:

@@ -152,6 +152,7 @@ def run_sensitivity(
     force: bool = False,
     verify_inputs: bool = False,
     strict: bool = False,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     scheduler: str | None = None,
     security: Any = None,
     progress_factory: ProgressFactory | None = None,
@@ -178,8 +179,8 @@ def run_sensitivity(
     manifest : ctmorph.manifest.Manifest, optional
         The main run's manifest (then ``paths`` is empty); the sub-runs get its entries of
         the successful scans, with their per-scan settings.
-    groups, group, jobs, force, verify_inputs, strict, scheduler, security, progress_factory,
-    on_start, on_scan_done
+    groups, group, jobs, force, verify_inputs, strict, overrides, scheduler, security,
+    progress_factory, on_start, on_scan_done
         As for :func:`ctmorph.batch.run_analysis`; QC pictures are never written.
 
     Returns
@@ -229,7 +230,8 @@ def run_sensitivity(
                     n_scans, f"{change:+g}", value, unit, sub)
         runs[change] = run_analysis(
             folders, sub, cfg, manifest=manifest, groups=groups, group=group, jobs=jobs,
-            force=force, verify_inputs=verify_inputs, strict=strict, scheduler=scheduler,
+            force=force, verify_inputs=verify_inputs, strict=strict, overrides=overrides,
+            scheduler=scheduler,
             security=security, write_qc=False,
             progress_factory=progress_factory, on_start=on_start, on_scan_done=on_scan_done,
         )

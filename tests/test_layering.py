@@ -24,6 +24,8 @@ FORBIDDEN = {
     # the process pool: generic too
     "workers": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
                 "report", "qc", "outputs"),
+    # the review page reads what a run wrote, like the report
+    "review": ("_kernels", "segment", "morphometry", "pipeline", "batch", "cli"),
     # what a run writes: below the batch that decides what to write
     "outputs": ("batch", "cli", "report"),
     # text made safe for CSV and Markdown: the standard library only, every layer may use it

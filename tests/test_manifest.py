@@ -57,13 +57,20 @@ def test_relative_absolute_paths_comments_blank_lines_and_overrides(tmp_path):
 
 def test_every_listed_override_column_is_accepted(tmp_path):
     values = {"roi_offset_mm": "0.5", "roi_height_mm": "1.5", "distal_end": "last",
-              "voxel_size_um": "12", "cortical_offset_mm": "4", "cortical_height_mm": "0.5"}
+              "voxel_size_um": "12", "cortical_offset_mm": "4", "cortical_height_mm": "0.5",
+              "ref_slice": "120", "voi_first_slice": "", "voi_last_slice": ""}
     assert set(values) == set(OVERRIDABLE)
+    # a reference or a VOI by hand, not both: the VOI on a second row
     m = _write(tmp_path / "m.csv", "scan,group," + ",".join(values) + "\n"
-               "a,sham," + ",".join(values.values()) + "\n")
-    cfg = read_manifest(m).entries[0].config(AnalysisConfig())
+               "a,sham," + ",".join(values.values()) + "\n"
+               "b,sham,,,,,,,,140,360\n")
+    a, b = (e.config(AnalysisConfig()) for e in read_manifest(m).entries)
     for k, v in values.items():
-        assert getattr(cfg, k) == (v if k == "distal_end" else float(v))
+        if v:
+            expected = v if k == "distal_end" else int(v) if k.endswith("slice") else float(v)
+            assert getattr(a, k) == expected, k
+    assert (a.voi_first_slice, b.ref_slice, b.voi_first_slice, b.voi_last_slice) == \
+        (None, None, 140, 360)
 
 
 @pytest.mark.parametrize("text, pattern", [

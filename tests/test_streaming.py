@@ -241,7 +241,8 @@ def streamed_pass1(whole):
         seg = pipeline._Segmenter(scan, THR, cfg)
         p1 = pipeline._pass1(scan, seg, keep_volume=False, need_hist=True)
         plate = pipeline._find_plate(seg, p1, cfg, scan.spacing, offset_mm=cfg.roi_offset_mm,
-                                     height_mm=cfg.roi_height_mm)
+                                     height_mm=cfg.roi_height_mm,
+                                     sections=np.asarray(scan.sections))
         ctx = int(round(cfg.context_mm / scan.spacing[0]))
         a, b = max(0, plate.z0 - ctx), min(scan.shape[0], plate.z1 + ctx)
         slab = pipeline._load_slab(seg, a, b, plate.filled, p1, pad=max(ctx, 2),
@@ -278,8 +279,12 @@ def test_pass1_profiles_equal_whole_volume(whole, streamed_pass1):
     hist = np.bincount(grey.ravel(), minlength=scan.gmax + 1)
     hist[0] = 0  # round ROI: zeros are no data
     np.testing.assert_array_equal(p1.hist, hist)
-    np.testing.assert_array_equal(p1.long_bone, bone[:, 48, :])
-    np.testing.assert_array_equal(p1.long_grey, grey[:, 48, :])
+    # the QC and review sections: rows and columns at eighths of the slice around its centre
+    assert list(p1.rows) == [24, 36, 48, 60, 72] == list(p1.cols)
+    for k, y in enumerate(p1.rows):
+        np.testing.assert_array_equal(p1.row_bone[k], bone[:, y, :])
+        np.testing.assert_array_equal(p1.row_grey[k], grey[:, y, :])
+        np.testing.assert_array_equal(p1.col_grey[k], grey[:, :, p1.cols[k]])
 
 
 def test_plate_and_voi_slab_equal_whole_volume(whole, streamed_pass1):

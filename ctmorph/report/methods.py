@@ -191,6 +191,20 @@ def _acquisition(settings: list[Mapping[str, Any]], ok: pd.DataFrame, m: Methods
     return s
 
 
+def _manual_vois(ok: pd.DataFrame) -> str:
+    """How many VOIs a person placed (``voi_source`` of ``morphometry.csv``), as a sentence."""
+    if "voi_source" not in ok.columns:
+        return ""
+    source = ok["voi_source"].fillna("").astype(str)
+    ref, voi = int((source == "manual ref").sum()), int((source == "manual VOI").sum())
+    if not ref and not voi:
+        return " Every reference section and VOI was placed automatically."
+    parts = ([f"the reference section of {ref}"] if ref else []) + \
+        ([f"the whole VOI of {voi}"] if voi else [])
+    return (f" After visual review, {' and '.join(parts)} of the {len(ok)} femurs "
+            f"{'was' if ref + voi == 1 else 'were'} placed by hand; the others automatically.")
+
+
 def _voi(ok: pd.DataFrame, m: Methods, q: Callable[[str], str]) -> str:
     roi = consensus(_col(ok, "roi"))
     offset = consensus(_col(ok, "voi_offset_mm"), " mm")
@@ -204,6 +218,7 @@ def _voi(ok: pd.DataFrame, m: Methods, q: Callable[[str], str]) -> str:
         s += f" and extended {q(height)} proximally" if height else ""
         s += (". The VOI held the endocortical (marrow) region only, excluding the cortex; "
               "bone outside the VOI was used as context for the thickness measurements only.")
+        s += _manual_vois(ok)
         if offset is None or height is None:
             m.missing.append("VOI offset or height from the growth plate")
         return s
