@@ -1,6 +1,15 @@
-"""Analytic test volumes (:mod:`.shapes`), HA calibration rods (:mod:`.rods`) and the synthetic
-rat-femur sample study (:mod:`.femur`)."""
+"""Analytic test volumes (:mod:`.shapes`), HA calibration rods (:mod:`.rods`), the synthetic
+rat-femur sample study (:mod:`.femur`), realistic femur scans and the hard study
+(:mod:`.realistic`), and the building blocks they share (:mod:`.fields`)."""
 
+from .realistic import (
+    Anatomy,
+    RealisticFemur,
+    ScanSettings,
+    Specimen,
+    make_realistic_femur,
+    make_realistic_study,
+)
 from .rods import (
     DEFAULT_HA_MODEL,
     AttenuationModel,
@@ -21,6 +30,12 @@ from .shapes import (
 )
 
 __all__ = [
+    "Anatomy",
+    "RealisticFemur",
+    "ScanSettings",
+    "Specimen",
+    "make_realistic_femur",
+    "make_realistic_study",
     "DEFAULT_HA_MODEL",
     "AttenuationModel",
     "cs_window_for_levels",

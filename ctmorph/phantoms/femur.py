@@ -52,7 +52,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -63,6 +62,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError
+from .fields import (
+    replace_folder_atomic,
+    ring_profile,
+    rotation_taking_z_to,
+    sheet_field,
+    smoothstep,
+)
 
 __all__ = [
     "GROUPS",
@@ -232,11 +238,6 @@ class FemurPhantom:
 # helpers
 
 
-def _smoothstep(x: np.ndarray | float) -> np.ndarray | float:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
 def _upsample_linear(
     a: np.ndarray, shape: tuple[int, ...], factor: int, axes: tuple[int, ...] | None = None
 ) -> np.ndarray:
@@ -281,21 +282,6 @@ def _coarse_noise(
     cshape = tuple(math.ceil(n / factor) + 2 for n in shape)
     noise = rng.standard_normal(cshape, dtype=np.float32)
     return ndimage.gaussian_filter(noise, sigma_vox / factor, mode="wrap", truncate=3.0)
-
-
-def _sheet_field(field: np.ndarray) -> np.ndarray:
-    """``f / sqrt(|grad f|² + eps²)``: about the distance to the zero surface of ``f``, so
-    ``|result| < T`` gives sheets of nearly uniform thickness ``2 T`` (in coarse voxels)
-    instead of sheets that thin out where ``f`` is steep. ``eps`` (a third of the median
-    gradient) keeps the shallow places from ballooning."""
-    grads = np.gradient(field)
-    g2 = grads[0] ** 2
-    for g in grads[1:]:
-        g2 += g**2
-    del grads
-    eps2 = np.float32((0.33 * float(np.median(np.sqrt(g2[::2, ::2, ::2])))) ** 2)
-    g2 += eps2
-    return (field / np.sqrt(g2)).astype(np.float32)
 
 
 def _upsample_slab(
@@ -349,19 +335,6 @@ def _check_departures(
         )
 
 
-def _rotation_to(direction: np.ndarray) -> np.ndarray:
-    """Smallest rotation (3 x 3, acting on (z, y, x)) taking the z axis to ``direction``."""
-    u = np.asarray(direction, dtype=np.float64)
-    u = u / np.linalg.norm(u)
-    e = np.array([1.0, 0.0, 0.0])
-    v = np.cross(e, u)
-    s, c = float(np.linalg.norm(v)), float(e @ u)
-    if s < 1e-12:
-        return np.eye(3) if c > 0 else np.diag([-1.0, -1.0, 1.0])
-    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-    return np.eye(3) + vx + vx @ vx * ((1.0 - c) / s**2)
-
-
 def _tilt_volume(
     lab_df: np.ndarray, voi_b: np.ndarray, tilt_deg: float, azimuth_deg: float, ref_k: int,
     axis_yx: tuple[float, float], vox: float, distal_first: bool,
@@ -376,7 +349,7 @@ def _tilt_volume(
     """
     t, a = math.radians(tilt_deg), math.radians(azimuth_deg)
     u = np.array([math.cos(t), math.sin(t) * math.sin(a), math.sin(t) * math.cos(a)])
-    rot = _rotation_to(u)
+    rot = rotation_taking_z_to(u)
     c = (np.array(lab_df.shape, dtype=np.float64) - 1.0) / 2.0
     # scan index p -> untilted index c + R^T (p - c)
     matrix, offset = rot.T, c - rot.T @ c
@@ -421,21 +394,6 @@ def _plate_bridges(
         ys, xs = slice(max(0, cy - ri), cy + ri + 1), slice(max(0, cx - ri), cx + ri + 1)
         out[ys, xs] |= (yy[ys, xs] - cy) ** 2 + (xx[ys, xs] - cx) ** 2 <= r * r
     return out
-
-
-def _ring_profile(
-    rng: np.random.Generator, ny: int, nx: int, n: int, amplitude: float
-) -> np.ndarray:
-    """(Y, X) float32: ``n`` Gaussian rings (sigma 0.7 px) about the image centre at random
-    radii, amplitudes ±(0.5-1) x ``amplitude`` grey values."""
-    yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
-    r = np.hypot(np.arange(ny)[:, None] - yc, np.arange(nx)[None, :] - xc)
-    out = np.zeros((ny, nx), dtype=np.float64)
-    radii = rng.uniform(0.03, 0.48, n) * min(ny, nx)
-    amps = amplitude * rng.uniform(0.5, 1.0, n) * rng.choice([-1.0, 1.0], n)
-    for ri, ai in zip(radii, amps, strict=True):
-        out += ai * np.exp(-0.5 * ((r - ri) / 0.7) ** 2)
-    return out.astype(np.float32)
 
 
 def _speck_positions(
@@ -643,8 +601,8 @@ def make_femur(
     def outer_radius(d: float) -> tuple[np.ndarray, np.ndarray]:
         """Periosteal radius (mm) per pixel direction at distance d, and the factor turning a
         normal wall thickness into a radial one (the notch walls are oblique)."""
-        cond = 1.0 + 0.08 * (1.0 - _smoothstep((d - plate_mid) / 1.0)) if d > plate_mid else 1.08
-        depth = 0.22 * (1.0 - _smoothstep((d - _TIP_MM - 0.35) / 0.2))
+        cond = 1.0 + 0.08 * (1.0 - smoothstep((d - plate_mid) / 1.0)) if d > plate_mid else 1.08
+        depth = 0.22 * (1.0 - smoothstep((d - _TIP_MM - 0.35) / 0.2))
         key = (round(float(cond), 5), round(float(depth), 5))
         if key not in geo_cache:
             a = a_shaft * key[0]
@@ -668,7 +626,7 @@ def make_femur(
     # ---- random fields, kept on their coarse grids and upsampled slab by slab
     f_fac = max(2, int(design.cell_mm / vox // 6))  # coarse grid: >= 6 voxels per sigma
     g_fac = 3
-    f_coarse = _sheet_field(_coarse_noise(rng_f, (nz, ny, nx), design.cell_mm / vox, f_fac))
+    f_coarse = sheet_field(_coarse_noise(rng_f, (nz, ny, nx), design.cell_mm / vox, f_fac))
     g_coarse = _coarse_noise(rng_g, (nz, ny, nx), _SIGMA_G_MM / vox, g_fac)
     g_q = np.quantile(g_coarse, [design.perforated, 0.5, 0.8413])
     g_lo, g_scale = np.float32(g_q[0]), np.float32(1.0 / (0.3 * float(g_q[2] - g_q[1])))
@@ -694,7 +652,7 @@ def make_femur(
     # epiphysis: its own sheet field (the same in every group), no perforations
     k_ea = min(nz, int(math.ceil(float(s_dist.max()) / vox)) + 1)
     e_fac = max(2, int(_SIGMA_E_MM / vox // 6))
-    e_coarse = _sheet_field(_coarse_noise(rng_e, (k_ea, ny, nx), _SIGMA_E_MM / vox, e_fac))
+    e_coarse = sheet_field(_coarse_noise(rng_e, (k_ea, ny, nx), _SIGMA_E_MM / vox, e_fac))
     ek = rng_q.integers(0, k_ea, 100_000)
     ep = inner[rng_q.integers(0, inner.size, ek.size)]
     es = np.abs(_sample_coarse(e_coarse, e_fac, ek, ep // nx, ep % nx))
@@ -719,10 +677,10 @@ def make_femur(
         """Design BV/TV of the secondary spongiosa at s mm proximal of the reference: rises
         behind the primary spongiosa, then falls linearly through the VOI (mean = target)."""
         if s <= _VOI_OFFSET_MM:
-            g = 0.7 + 0.45 * float(_smoothstep(max(s, 0.0) / _VOI_OFFSET_MM))
+            g = 0.7 + 0.45 * float(smoothstep(max(s, 0.0) / _VOI_OFFSET_MM))
         else:
             g = 1.15 - 0.3 * (s - _VOI_OFFSET_MM) / _VOI_HEIGHT_MM
-        g *= 1.0 - float(_smoothstep((s - taper) / 0.1))
+        g *= 1.0 - float(smoothstep((s - taper) / 0.1))
         return target * g
 
     # ---- labels, slab by slab (k = distance index from the distal end; out = array index)
@@ -830,7 +788,7 @@ def make_femur(
     # ---- grey values: levels, partial-volume blur, noise, 8-bit (slab by slab with a halo)
     gmax = 255.0 if bit_depth == 8 else 65535.0
     grey = np.empty((nz, ny, nx), dtype=np.uint8 if bit_depth == 8 else np.uint16)
-    ring_profile = _ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
+    rings_grey = ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
     speck_list = (_speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
                                    round_roi) if specks else [])
     halo = int(math.ceil(3.0 * blur_vox)) if blur_vox > 0 else 0
@@ -853,8 +811,8 @@ def make_femur(
         if noise_sd > 0:
             off = int(rng_noise.integers(0, pool.size - g.size + 1))
             g += pool[off : off + g.size].reshape(g.shape)
-        if ring_profile is not None:
-            g += ring_profile
+        if rings_grey is not None:
+            g += rings_grey
         for zs_, ys_, xs_, size, level in speck_list:
             if z0c <= zs_ < z1c:
                 g[zs_ - z0c : zs_ - z0c + size, ys_ : ys_ + size, xs_ : xs_ + size] = level
@@ -1012,7 +970,7 @@ def _write_scan_atomic(
     """Write one NRecon folder into a temporary folder beside the target, then rename it."""
     from ..io.writer import write_nrecon_folder
 
-    _replace_atomic(out_dir, name, lambda folder: write_nrecon_folder(
+    replace_folder_atomic(out_dir, name, lambda folder: write_nrecon_folder(
         folder,
         phantom.grey,
         voxel_size_um=phantom.voxel_um,
@@ -1021,24 +979,6 @@ def _write_scan_atomic(
         file_type="bmp",
         cs_window=cs_window,
     ))
-
-
-def _replace_atomic(out_dir: Path, name: str, write: Any) -> None:
-    """Call ``write(folder)`` on a temporary folder beside ``out_dir / name``, then rename it
-    into place (replacing an earlier one)."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
-    try:
-        write(staging / name)
-        target = out_dir / name
-        old = None
-        if target.exists():
-            old = out_dir / f".{name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(staging / name, target)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], seed: int,
@@ -1106,10 +1046,11 @@ def _write_phantoms(out: Path, seed: int, femur_window: tuple[float, float]
     for k, (name, density, window) in enumerate(STUDY_PHANTOMS):
         win = femur_window if window is None else window
         ph_seed = int(np.random.SeedSequence([seed, 1000 + k]).generate_state(1)[0])
-        _replace_atomic(parent, name, lambda folder, d=density, w=win, s=ph_seed: make_ha_phantom(
-            folder, [d], voxel_size_um=9.0, rod_diameter_mm=_PHANTOM_ROD_MM,
-            n_slices=_PHANTOM_SLICES, slice_size=_PHANTOM_SIZE, cs_window=w, seed=s,
-        ))
+        replace_folder_atomic(
+            parent, name, lambda folder, d=density, w=win, s=ph_seed: make_ha_phantom(
+                folder, [d], voxel_size_um=9.0, rod_diameter_mm=_PHANTOM_ROD_MM,
+                n_slices=_PHANTOM_SLICES, slice_size=_PHANTOM_SIZE, cs_window=w, seed=s,
+            ))
         logger.info("wrote phantoms/%s (%g g/cm³ HA)", name, density)
         records.append({
             "scan": name,
