@@ -43,6 +43,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("roi_mask", "", "the VOI mask file (--roi mask)"),
     Column("distal_end", "", "which end of the stack is distal: first (lowest section) or last"),
     Column("voi_source", "", "how the auto-ROI VOI was placed: auto (the growth-plate finder), manual ref (a reference section given by hand: --ref-slice, --overrides, manifest) or manual VOI (first and last section given by hand)"),
+    Column("plate_confidence", "0-1", "how sure the growth-plate finder is (auto VOI): the product of the contrast of the cartilage sheet against the bone on both sides, its uniqueness (no rival sheet), its continuity across the marrow cavity, its openness (few bony bridges) and the agreement of the estimates of its proximal edge, halved near the scan end or at an implausible thickness; the causes of doubt are named in qc_flags. See ctmorph.segment.femur.plate.find_plate"),
     Column("ref_slice", "section no.", "growth-plate reference: first section proximal of the growth plate holding no growth-plate cartilage (auto ROI only)"),
     Column("axis_tilt_deg", "°", "angle between the femur's long axis (robust line through the periosteal-envelope centroids of the shaft) and the slice normal (auto ROI only)"),
     Column("axis_aligned", "", "True when the scan was analysed resampled in slices perpendicular to the bone axis (tilt >= 3°; section numbers are then where the axis crosses each slice)"),

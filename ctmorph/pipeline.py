@@ -50,19 +50,7 @@ from .morphometry.trabecular import trabecular_chunked
 from .morphometry.zsource import Block, ZSource, block_ranges
 from .qc import AxialQc, QcData, ReviewViews, qc_flags
 from .segment.axis import AlignedSource, BoneAxis, fit_bone_axis
-from .segment.femur import proximal_slices, trabecular_slices
-from .segment.femur.cortex import region_rows, sector_thickness, smooth_sector_thickness
-from .segment.femur.envelope import CLOSING_MM, MIN_AREA_MM2, envelope_maps
-from .segment.femur.plate import (
-    FAR_MM,
-    MARGIN_MM,
-    TAIL_MAX_MM,
-    decide_end,
-    follow_tail,
-    growth_plate_from_profiles,
-    profiles_from_counts,
-    slice_counts,
-)
+from .segment.femur import FemurStream, FemurVoi, proximal_slices, section_index
 from .segment.threshold import binarize, despeckle_core, grey_histogram, otsu_threshold
 from .segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 
@@ -346,6 +334,8 @@ def _measure_scan(
 
     step("growth plate")
     profiles: dict[str, np.ndarray] = {}
+    plate_confidence: float | None = None
+    finder_flags: list[str] = []  # the growth-plate finder's and the VOI's named doubts
     cortical_range: tuple[int, int] | None = None
     plate_end_mm: float | None = None
     offset_mm, height_mm = cfg.roi_offset_mm, cfg.roi_height_mm
@@ -354,7 +344,7 @@ def _measure_scan(
     if cfg.roi == "auto":
         try:
             if cfg.roi_offset_frac is not None or cfg.roi_height_frac is not None:
-                area = p1.counts["envelope"] * (spacing[1] * spacing[2])
+                area = p1.femur.counts["envelope"] * (spacing[1] * spacing[2])
                 first, last = whole_bone_extent(area, spacing[0])
                 bone_length_mm = (last - first + 1) * spacing[0]
                 if cfg.roi_offset_frac is not None:
@@ -363,12 +353,15 @@ def _measure_scan(
                     height_mm = cfg.roi_height_frac * bone_length_mm
                 logger.info("%s: bone length %.2f mm: VOI %.2f mm from %.2f mm proximal of "
                             "the reference", scan.name, bone_length_mm, height_mm, offset_mm)
-            plate = _find_plate(seg, p1, cfg, spacing, offset_mm=offset_mm,
-                                height_mm=height_mm, sections=np.asarray(src.sections))
+            plate = _locate(seg, p1.femur, cfg, offset_mm=offset_mm, height_mm=height_mm,
+                            sections=np.asarray(src.sections))
         except SegmentationError as exc:
             raise SegmentationError(f"{scan.name}: {exc}") from None
         z0, z1, ref_index, distal_end = plate.z0, plate.z1, plate.ref_index, plate.distal_end
         plate_end_mm = plate.end_distance_mm
+        if plate.plate is not None:
+            plate_confidence = plate.plate.confidence
+            finder_flags += list(plate.plate.flags)
         profiles = plate.profiles
         ctx = int(round(cfg.context_mm / spacing[0]))
         a, b = max(0, z0 - ctx), min(nz, z1 + ctx)
@@ -380,7 +373,7 @@ def _measure_scan(
             axial_at = {"top": z0, "middle": mid, "bottom": z1 - 1}
         # in-plane the envelope's box (+2 px) holds every bone voxel of the femur and all of
         # the marrow space (the endocortical region), so cropping to it changes no sphere
-        slab = _load_slab(seg, a, b, plate.filled, p1, pad=2,
+        slab = _load_slab(seg, a, b, plate.filled, p1.femur, pad=2,
                           want_grey=cal is not None, axial_at=axial_at,
                           store_voi=(z0 - a, z1 - a))
         region = slab.region
@@ -403,6 +396,11 @@ def _measure_scan(
                 f"{scan.name}: the trabecular VOI is incomplete: {n_empty} of {z1 - z0} slices "
                 "have no endocortical region"
             )
+        area = per_slice[z0 - a : z1 - a].astype(np.float64)
+        thin = int(np.count_nonzero(area < 0.25 * float(np.median(area))))
+        if thin:  # the VOI reaches past the marrow cavity (a bone end, the cortex closing)
+            finder_flags.append(f"VOI leaves the endocortical region ({thin} of {z1 - z0} "
+                                "slices with less than a quarter of its marrow space)")
         region_area = np.full(nz, np.nan)
         region_area[a:b] = per_slice * (spacing[1] * spacing[2])
         profiles["region_area_mm2"] = region_area
@@ -494,7 +492,7 @@ def _measure_scan(
     cortical: dict[str, Any] = {}
     if cortical_range is not None:
         c0, c1 = cortical_range
-        cs = _load_slab(seg, c0, c1, plate.filled, p1, pad=2, want_grey=cal is not None,
+        cs = _load_slab(seg, c0, c1, plate.filled, p1.femur, pad=2, want_grey=cal is not None,
                         want_envelope=True)
         # cortical bone: bone outside the endocortical region, so trabeculae attached to the
         # endosteal surface are not counted as cortex
@@ -533,6 +531,7 @@ def _measure_scan(
         "distal_end": distal_end or "",
         "ref_slice": int(sections[ref_index]) if ref_index is not None else None,
         "voi_source": plate.source if cfg.roi == "auto" else None,
+        "plate_confidence": plate_confidence,
         "voi_first_slice": int(sections[z0]),
         "voi_last_slice": int(sections[z1 - 1]),
         "voi_offset_mm": offset_mm if cfg.roi == "auto" else None,
@@ -628,7 +627,7 @@ def _measure_scan(
         "input_hash": row["input_hash"],
         "config_hash": row["config_hash"],
     }
-    row["qc_flags"] = "; ".join(qc_flags(row))
+    row["qc_flags"] = "; ".join([*finder_flags, *qc_flags(row)])
     logger.info("%s: done in %.1f s", scan.name, time.perf_counter() - t_start)
     return ScanResult(row=row, details=details, qc=qc, maps=maps)
 
@@ -783,11 +782,7 @@ def _section_positions(n: int) -> np.ndarray:
 @dataclass
 class _Pass1:
     hist: np.ndarray
-    counts: dict[str, np.ndarray]
-    thick: np.ndarray  # (Z, sectors) raw cortical thickness, NaN in empty sectors
-    has: np.ndarray  # (Z,) slice has an envelope
-    bbox: np.ndarray  # (Z, 4) envelope y0, y1, x0, x1 (y1/x1 exclusive), -1 without
-    centroid_mm: np.ndarray  # (Z, 2) envelope centroid (y, x) in mm, NaN without
+    femur: FemurStream | None  # the per-slice femur summaries (auto VOI only)
     rows: np.ndarray  # (K,) slice rows of the sections y = const
     row_grey: np.ndarray  # (K, Z, X)
     row_bone: np.ndarray  # (K, Z, X)
@@ -800,7 +795,8 @@ class _Pass1:
     def through_axis(self, sp: tuple[float, float, float]) -> tuple[int, int]:
         """Indices into :attr:`rows` and :attr:`cols` of the sections nearest the bone
         axis (the median envelope centroid); the central ones without an envelope."""
-        c = self.centroid_mm[np.isfinite(self.centroid_mm[:, 0])]
+        c = (np.empty((0, 2)) if self.femur is None
+             else self.femur.centroid_mm[np.isfinite(self.femur.centroid_mm[:, 0])])
         if c.size == 0:
             return int(np.argmin(np.abs(self.rows - self.rows[len(self.rows) // 2]))), \
                 int(np.argmin(np.abs(self.cols - self.cols[len(self.cols) // 2])))
@@ -810,25 +806,20 @@ class _Pass1:
 
 def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
            need_hist: bool, need_maps: bool = True) -> _Pass1:
-    """Stream the whole scan once: histogram, growth-plate counts, cortical sector
-    thickness, envelope box and centroid per slice, and the QC longitudinal section."""
+    """Stream the whole scan once: histogram, the femur's per-slice summaries
+    (:class:`~ctmorph.segment.femur.FemurStream`, with ``need_maps``) and the QC longitudinal
+    sections."""
     nz, ny, nx = scan.shape
     sp = scan.spacing
     sec_rows, sec_cols = _section_positions(ny), _section_positions(nx)
     hist = np.zeros(scan.gmax + 1, dtype=np.int64)
-    counts = {k: np.zeros(nz, dtype=np.int64)
-              for k in ("envelope", "interior", "interior_bone", "cartilage")}
-    thick = np.full((nz, 24), np.nan)
-    has = np.zeros(nz, dtype=bool)
-    bbox = np.full((nz, 4), -1, dtype=np.int64)
-    centroid = np.full((nz, 2), np.nan)
     row_grey = np.empty((sec_rows.size, nz, nx), dtype=scan.dtype)
     row_bone = np.empty((sec_rows.size, nz, nx), dtype=bool)
     col_grey = np.empty((sec_cols.size, nz, ny), dtype=scan.dtype)
+    femur = FemurStream(scan.shape, sp) if need_maps and not keep_volume else None
     volume = np.empty(scan.shape, dtype=bool) if keep_volume else None
     valid = np.empty(scan.shape, dtype=bool) if keep_volume and scan.no_data_zero else None
     any_bone = False
-    yy, xx = np.arange(ny) * sp[1], np.arange(nx) * sp[2]
     step, map_step = _chunk_slices(ny * nx)
     for s in range(0, nz, step):
         e = min(nz, s + step)
@@ -844,140 +835,47 @@ def _pass1(scan: Scan | AlignedSource, seg: _Segmenter, *, keep_volume: bool,
             volume[s:e] = bone
             if valid is not None:
                 valid[s:e] = grey != 0
-        if volume is not None or not need_maps:
+        if femur is None:
             continue
         for t in range(s, e, map_step):
-            u = min(e, t + map_step)
-            b = bone[t - s : u - s]
-            maps = envelope_maps(b, sp, CLOSING_MM, MIN_AREA_MM2)
-            c = slice_counts(b, maps, margin_mm=MARGIN_MM,
-                                     far_mm=FAR_MM)
-            for k, v in c.items():
-                counts[k][t:u] = v
-            thick[t:u], has[t:u] = sector_thickness(
-                b, maps.envelope, maps.depth, maps.crop, sp
-            )
-            env = maps.envelope
-            rows, cols = env.any(axis=2), env.any(axis=1)
-            for k in np.flatnonzero(has[t:u]):
-                r, q = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
-                bbox[t + k] = (r[0], r[-1] + 1, q[0], q[-1] + 1)
-                area = env[k].sum()
-                centroid[t + k] = (env[k].sum(axis=1) @ yy / area, env[k].sum(axis=0) @ xx / area)
-    return _Pass1(hist, counts, thick, has, bbox, centroid, sec_rows, row_grey, row_bone,
-                  sec_cols, col_grey, any_bone, volume, valid)
+            femur.add(t, bone[t - s : min(e, t + map_step) - s])
+    return _Pass1(hist, femur, sec_rows, row_grey, row_bone, sec_cols, col_grey, any_bone,
+                  volume, valid)
 
 
 def _fit_axis(p1: _Pass1, sp: tuple[float, float, float], name: str) -> BoneAxis | None:
     """Bone axis from the pass-1 envelope centroids of the slices with at least half the
     median cross-section (condyle tips and stubs left out); None when it cannot be fitted."""
-    area = p1.counts["envelope"].astype(np.float64)
+    assert p1.femur is not None
+    area = p1.femur.counts["envelope"].astype(np.float64)
     nonzero = area[area > 0]
     if nonzero.size == 0:
         return None
-    valid = (area >= 0.5 * float(np.median(nonzero))) & np.isfinite(p1.centroid_mm[:, 0])
+    centroid = p1.femur.centroid_mm
+    valid = (area >= 0.5 * float(np.median(nonzero))) & np.isfinite(centroid[:, 0])
     try:
-        return fit_bone_axis(p1.centroid_mm, valid, dz=sp[0])
+        return fit_bone_axis(centroid, valid, dz=sp[0])
     except SegmentationError as exc:
         logger.warning("%s: bone axis not fitted (%s); the slices are used as they are",
                        name, exc)
         return None
 
 
-@dataclass
-class _Plate:
-    z0: int
-    z1: int
-    ref_index: int | None
-    distal_end: str
-    end_distance_mm: float | None
-    filled: np.ndarray  # (Z, sectors) cleaned cortical thickness of every slice
-    profiles: dict[str, np.ndarray]
-    source: str = "auto"  # voi_source: auto, manual ref, manual VOI
-
-
-def _section_index(sections: np.ndarray, section: int, what: str) -> int:
-    """The slice index of a section number given by hand (the middle one where a scan
-    resampled along its axis has several slices at one section)."""
-    hits = np.flatnonzero(np.asarray(sections) == section)
-    if hits.size == 0:
-        raise SegmentationError(
-            f"{what} {section} is not a section of the scan (sections {int(sections.min())} "
-            f"to {int(sections.max())})"
-        )
-    return int(hits[hits.size // 2])
-
-
-def _find_plate(seg: _Segmenter, p1: _Pass1, cfg: AnalysisConfig,
-                sp: tuple[float, float, float], *, offset_mm: float, height_mm: float,
-                sections: np.ndarray) -> _Plate:
-    """Distal end, growth plate and VOI slices from the pass-1 summaries (as
-    :func:`~ctmorph.segment.femur.auto_trabecular_voi` does on a whole volume); a reference
+def _locate(seg: _Segmenter, femur: FemurStream, cfg: AnalysisConfig, *, offset_mm: float,
+            height_mm: float, sections: np.ndarray) -> FemurVoi:
+    """The growth plate and the VOI's slices from the pass-1 summaries; a reference
     (``cfg.ref_slice``) or a VOI (``cfg.voi_first_slice``, ``cfg.voi_last_slice``) given by
-    hand replaces the automatic one."""
-    nz = p1.has.size
-    dz = sp[0]
-    if not p1.has.any():
-        raise SegmentationError("no bone cross-section found in the scan")
-    manual_voi = cfg.voi_first_slice is not None
-    manual_ref = cfg.ref_slice is not None
-    prof = profiles_from_counts(p1.counts, sp)
-    if cfg.distal_end != "auto":
-        end = cfg.distal_end
-    else:
-        try:
-            end, why = decide_end(prof, dz)
-            logger.info("distal end: %s (%s)", end, why)
-        except SegmentationError as exc:
-            if not manual_voi:
-                raise
-            end = "first"
-            logger.warning("%s; the VOI given by hand is used, its ends labelled as if the "
-                           "first slice were distal", exc)
-    n_tail = int(round(TAIL_MAX_MM / dz))
-
-    def tail(seed: int, step: int) -> int:
-        lo, hi = (seed, seed + n_tail + 1) if step > 0 else (seed - n_tail, seed + 1)
-        lo, hi = max(0, lo), min(nz, hi)
-        bone, _ = seg.chunk(lo, hi)
-        maps = envelope_maps(bone, sp, CLOSING_MM, MIN_AREA_MM2)
-        return follow_tail(maps, sp, seed - lo, step, FAR_MM)
-
-    gp = None
-    profiles = dict(prof.as_dict())
-    if not manual_ref:
-        try:
-            gp = growth_plate_from_profiles(
-                prof, nz, sp, end, FAR_MM, MARGIN_MM, tail=tail
-            )
-            profiles = dict(gp.profiles)
-        except SegmentationError as exc:
-            if not manual_voi:
-                raise
-            logger.info("%s; the VOI given by hand is used", exc)
-    if manual_ref:
-        ref: int | None = _section_index(sections, cfg.ref_slice, "ref_slice")
-        source = "manual ref"
-    else:
-        ref = gp.ref_index if gp is not None else None
-        source = "manual VOI" if manual_voi else "auto"
-    if manual_voi:
-        i0 = _section_index(sections, cfg.voi_first_slice, "voi_first_slice")
-        i1 = _section_index(sections, cfg.voi_last_slice, "voi_last_slice")
-        z0, z1 = min(i0, i1), max(i0, i1) + 1
-    else:
-        assert ref is not None
-        z0, z1 = trabecular_slices(ref, end, nz, dz, offset_mm, height_mm)
-    filled, thick_mean = smooth_sector_thickness(p1.thick, p1.has, sp)
-    profiles["cortical_thickness_mm"] = thick_mean
-    profiles["envelope_centroid_y_mm"] = p1.centroid_mm[:, 0]
-    profiles["envelope_centroid_x_mm"] = p1.centroid_mm[:, 1]
-    end_mm = None
-    if gp is not None:
-        end_mm = (gp.distal_index if end == "first" else nz - 1 - gp.distal_index) * dz
-    logger.info("trabecular VOI: slices %d..%d (%s end distal, reference %s, %s)", z0, z1 - 1,
-                end, ref, source)
-    return _Plate(z0, z1, ref, end, end_mm, filled, profiles, source)
+    hand, as section numbers, replaces the automatic one."""
+    ref = (None if cfg.ref_slice is None
+           else section_index(sections, cfg.ref_slice, "ref_slice"))
+    voi_range = None
+    if cfg.voi_first_slice is not None and cfg.voi_last_slice is not None:
+        i0 = section_index(sections, cfg.voi_first_slice, "voi_first_slice")
+        i1 = section_index(sections, cfg.voi_last_slice, "voi_last_slice")
+        voi_range = (min(i0, i1), max(i0, i1) + 1)
+    return femur.locate(slices=lambda a, b: seg.chunk(a, b)[0], offset_mm=offset_mm,
+                        height_mm=height_mm, distal_end=cfg.distal_end, ref_index=ref,
+                        voi_range=voi_range)
 
 
 @dataclass
@@ -991,7 +889,8 @@ class _Slab:
     store: _SlabStore | None = None
 
 
-def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1, *, pad: int,
+def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, femur: FemurStream, *,
+               pad: int,
                want_grey: bool, want_envelope: bool = False,
                axial_at: dict[str, int] | None = None,
                store_voi: tuple[int, int] | None = None) -> _Slab:
@@ -1003,8 +902,7 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
     instead of the ``bone`` and ``region`` arrays (then None)."""
     scan = seg.scan
     _, ny, nx = scan.shape
-    sp = scan.spacing
-    bb = p1.bbox[z0:z1]
+    bb = femur.bbox[z0:z1]
     bb = bb[bb[:, 0] >= 0]
     if bb.size == 0:
         ys, xs = slice(0, 0), slice(0, 0)
@@ -1040,8 +938,8 @@ def _load_slab(seg: _Segmenter, z0: int, z1: int, filled: np.ndarray, p1: _Pass1
         for t in range(s, e, map_step):
             u = min(e, t + map_step)
             b = bone[t - s : u - s]
-            maps = envelope_maps(b, sp, CLOSING_MM, MIN_AREA_MM2)
-            reg = region_rows(maps.envelope, maps.depth, maps.crop, filled[t:u], sp)
+            maps = femur.maps(b)
+            reg = femur.region(b, t, filled, maps)
             if store is not None:
                 store.write(t - z0, np.ascontiguousarray(b[:, ys, xs]),
                             np.ascontiguousarray(reg[:, ys, xs]),

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path, atomic_write_text
+from .segment.femur.plate import NEAR_END_MM
 
 __all__ = [
     "AxialQc",
@@ -265,7 +266,7 @@ PLATE_MODEL_RATIO = (0.1, 2.0)
 #: sample-study femurs) to ~3 mm (condyles) distal of the plate, so a plate within 0.3 mm
 #: (33 slices at 9 µm) of the end has no epiphysis beyond it: the scan was cut at the plate,
 #: or the cut end was taken for the plate.
-MIN_PLATE_END_DISTANCE_MM = 0.3
+MIN_PLATE_END_DISTANCE_MM = NEAR_END_MM
 #: The auto VOI is flagged when shorter than this fraction of the requested height (it is cut
 #: where the scan or the endocortical region ends; whole-slice rounding costs < 1 %).
 MIN_VOI_HEIGHT_FRACTION = 0.8

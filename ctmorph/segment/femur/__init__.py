@@ -12,20 +12,18 @@ is ``height_mm`` long, and covers the endocortical (marrow-side) region only.
 Notes
 -----
 Cartilage has soft-tissue attenuation in µCT, so it looks like marrow. What sets the growth
-plate apart is its shape: a continuous sheet spanning the whole interior of the bone, whereas
-the marrow next to it (epiphysis distally, dense primary spongiosa proximally) comes in small
-pores between trabeculae. Per slice, the "cartilage area" is therefore the interior non-bone
-area farther than ``far_mm`` from any bone in the slice plane (2-D Euclidean distance). The
-plate is the sharpest such band near the distal end, bounded by bone on both sides (epiphysis,
-primary spongiosa); where the area falls to about zero proximal of it, the last remnants of a
-wavy or tilted plate (crests and crescents too narrow to hold pixels ``far_mm`` from bone) are
-followed slice by slice while they keep tapering, and the reference is the first slice after
-them.
+plate apart is its shape: a sheet nearly free of bone spanning the whole marrow cavity
+between the dense bone of the epiphysis and of the primary spongiosa, domed, W-shaped and
+tilted in real femurs, so that no single slice shows it. It is therefore found as a sheet
+(:mod:`.sheet`) in per-slice tile counts (:mod:`.tiles`), and the reference, the confidence
+and the named flags come from that sheet (:mod:`.plate`). The distal end is the end nearer
+the plate, or else the wider end with more trabecular bone (:mod:`.profiles`). The
+endocortical region comes from bone-fraction-versus-depth profiles in angular sectors
+(:mod:`.cortex`). :class:`~.stream.FemurStream` runs all of it chunk by chunk for scans of any
+size; :func:`auto_trabecular_voi` on one volume in memory.
 
-The distal end is the end nearer to the growth plate (or, without a plate seen from both
-ends, the wider end with more trabecular bone: condyles versus diaphysis). The endocortical
-region comes from bone-fraction-versus-depth profiles in angular sectors (see
-:func:`endocortical_region`).
+Modules: :mod:`.base` (checks), :mod:`.envelope`, :mod:`.cortex`, :mod:`.tiles`,
+:mod:`.sheet`, :mod:`.plate`, :mod:`.profiles`, :mod:`.stream`, :mod:`.voi`.
 
 References: Bouxsein M.L. et al. (2010) Guidelines for assessment of bone microstructure in
 rodents using micro-computed tomography. J Bone Miner Res 25:1468-1486.
@@ -36,18 +34,23 @@ from __future__ import annotations
 from .base import DistalEnd
 from .cortex import endocortical_region
 from .envelope import periosteal_envelope
-from .plate import GrowthPlate, detect_distal_end, find_growth_plate
-from .voi import TrabecularVoi, auto_trabecular_voi, proximal_slices, trabecular_slices
+from .plate import GrowthPlate, find_plate
+from .stream import FemurStream, FemurVoi, proximal_slices, section_index, trabecular_slices
+from .voi import TrabecularVoi, auto_trabecular_voi, detect_distal_end, find_growth_plate
 
 __all__ = [
     "DistalEnd",
     "GrowthPlate",
     "TrabecularVoi",
+    "FemurStream",
+    "FemurVoi",
     "periosteal_envelope",
     "detect_distal_end",
     "find_growth_plate",
+    "find_plate",
     "endocortical_region",
     "auto_trabecular_voi",
     "proximal_slices",
+    "section_index",
     "trabecular_slices",
 ]

@@ -1,4 +1,6 @@
-"""The trabecular VOI of the distal femoral metaphysis, placed from the growth plate."""
+"""The trabecular VOI of the distal femoral metaphysis, placed from the growth plate, for a
+volume in memory: the same :class:`~.stream.FemurStream` the pipeline streams scans through,
+fed the whole volume at once."""
 
 from __future__ import annotations
 
@@ -11,20 +13,15 @@ import numpy as np
 from ...errors import SegmentationError
 from ...spacing import normalize_spacing
 from .base import DistalEnd, as_bone, check_distal_end, length_mm
-from .cortex import endocortical
-from .envelope import CLOSING_MM, MIN_AREA_MM2, envelope_maps
-from .plate import (
-    FAR_MM,
-    MARGIN_MM,
-    GrowthPlate,
-    decide_end,
-    growth_plate_from_profiles,
-    slice_profiles,
-)
+from .envelope import EnvelopeMaps
+from .plate import GrowthPlate
+from .profiles import end_by_shape
+from .stream import FemurStream
 
-__all__ = ["TrabecularVoi", "auto_trabecular_voi", "proximal_slices", "trabecular_slices"]
+__all__ = ["TrabecularVoi", "auto_trabecular_voi", "find_growth_plate", "detect_distal_end"]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, eq=False)
 class TrabecularVoi:
@@ -45,10 +42,11 @@ class TrabecularVoi:
     voi : (Z, Y, X) ndarray of bool
         ``region`` restricted to slices ``z0 .. z1-1``.
     growth_plate : GrowthPlate
-        The plate the VOI was placed from.
+        The plate the VOI was placed from (its confidence and flags).
     profiles : dict of str to (Z,) ndarray
-        Per-slice QC profiles: those of the growth plate plus ``cortical_thickness_mm`` (mean
-        over the circumference, NaN without envelope) and ``region_area_mm2``.
+        Per-slice QC profiles (:class:`~.profiles.SliceProfiles`) plus
+        ``cortical_thickness_mm`` (mean over the circumference, NaN without envelope), the
+        envelope centroid and ``region_area_mm2``.
     """
 
     distal_end: DistalEnd
@@ -61,35 +59,6 @@ class TrabecularVoi:
     voi: np.ndarray
     growth_plate: GrowthPlate
     profiles: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def proximal_slices(
-    ref_index: int, distal_end: str, nz: int, n_offset: int, n_slices: int
-) -> tuple[int, int] | None:
-    """Array range ``[z0, z1)`` of ``n_slices`` slices starting ``n_offset`` slices proximal
-    of ``ref_index`` (proximal = away from the distal end); None where it leaves the stack."""
-    if distal_end == "first":
-        z0, z1 = ref_index + n_offset, ref_index + n_offset + n_slices
-    else:
-        z0, z1 = ref_index - n_offset - n_slices + 1, ref_index - n_offset + 1
-    return (z0, z1) if z0 >= 0 and z1 <= nz else None
-
-
-def trabecular_slices(
-    ref_index: int, distal_end: str, nz: int, dz: float, offset_mm: float, height_mm: float
-) -> tuple[int, int]:
-    """Slices ``[z0, z1)`` of the trabecular VOI: from ``offset_mm`` to ``offset_mm +
-    height_mm`` (at least one slice) proximal of the reference; SegmentationError when the
-    scan ends before."""
-    span = proximal_slices(ref_index, distal_end, nz, int(round(offset_mm / dz)),
-                           max(1, int(round(height_mm / dz))))
-    if span is None:
-        k_ref = ref_index if distal_end == "first" else nz - 1 - ref_index
-        raise SegmentationError(
-            f"scan ends {(nz - k_ref) * dz:.1f} mm proximal of the growth plate; the VOI needs "
-            f"{offset_mm + height_mm:.1f} mm"
-        )
-    return span
 
 
 def auto_trabecular_voi(
@@ -136,23 +105,12 @@ def auto_trabecular_voi(
     check_distal_end(distal_end, allow_auto=True)
     offset_mm = length_mm("offset_mm", offset_mm, "a number >= 0", allow_zero=True)
     height_mm = length_mm("height_mm", height_mm, "a positive number", allow_zero=False)
-    nz = bone.shape[0]
-    dz = sp[0]
-    maps = envelope_maps(bone, sp, CLOSING_MM, MIN_AREA_MM2)
-    if not maps.envelope.any():
-        raise SegmentationError("no bone cross-section found in the scan")
-    prof = slice_profiles(bone, maps, sp, margin_mm=MARGIN_MM, far_mm=FAR_MM)
-    if distal_end == "auto":
-        end, why = decide_end(prof, dz)
-        logger.info("distal end: %s (%s)", end, why)
-    else:
-        end = distal_end  # type: ignore[assignment]
-    gp = growth_plate_from_profiles(
-        prof, nz, sp, end, FAR_MM, MARGIN_MM, bone=bone, maps=maps
-    )
-
-    z0, z1 = trabecular_slices(gp.ref_index, end, nz, dz, offset_mm, height_mm)
-    region, thick = endocortical(bone, maps.envelope, maps.depth, maps.crop, sp)
+    stream, maps = _stream(bone, sp)
+    found = stream.locate(slices=lambda a, b: bone[a:b], offset_mm=offset_mm,
+                          height_mm=height_mm, distal_end=distal_end)
+    assert found.plate is not None and found.ref_index is not None  # nothing given by hand
+    z0, z1 = found.z0, found.z1
+    region = stream.region(bone, 0, found.filled, maps)
     voi = np.zeros_like(region)
     voi[z0:z1] = region[z0:z1]
     if not voi.any():
@@ -165,22 +123,91 @@ def auto_trabecular_voi(
             f"the trabecular VOI is incomplete: {len(empty)} of {z1 - z0} slices have no "
             "endocortical region"
         )
-    profiles = dict(gp.profiles)
-    profiles["cortical_thickness_mm"] = thick
+    profiles = dict(found.profiles)
     profiles["region_area_mm2"] = region.sum(axis=(1, 2)) * (sp[1] * sp[2])
-    logger.info(
-        "trabecular VOI: slices %d..%d (%s end distal, reference %d)", z0, z1 - 1, end,
-        gp.ref_index,
-    )
     return TrabecularVoi(
-        distal_end=end,
-        ref_index=gp.ref_index,
+        distal_end=found.distal_end,  # type: ignore[arg-type]
+        ref_index=found.ref_index,
         z0=z0,
         z1=z1,
         offset_mm=float(offset_mm),
         height_mm=float(height_mm),
         region=region,
         voi=voi,
-        growth_plate=gp,
+        growth_plate=found.plate,
         profiles=profiles,
     )
+
+
+def _stream(bone: np.ndarray, sp: tuple[float, float, float]
+            ) -> tuple[FemurStream, EnvelopeMaps]:
+    """A :class:`FemurStream` fed the whole volume, and the volume's envelope maps."""
+    stream = FemurStream(bone.shape, sp)
+    maps = stream.maps(bone)
+    stream.add(0, bone, maps)
+    return stream, maps
+
+
+def find_growth_plate(
+    bone: np.ndarray,
+    *,
+    spacing: float | tuple[float, float, float],
+    distal_end: DistalEnd,
+) -> GrowthPlate:
+    """Find the distal femoral growth plate and its reference slice.
+
+    Parameters
+    ----------
+    bone : (Z, Y, X) ndarray of bool
+        Segmented bone, z along the femur.
+    spacing : float or (3,) tuple of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    distal_end : {'first', 'last'}
+        Which end of the array is distal.
+
+    Returns
+    -------
+    GrowthPlate
+        With its confidence and named flags (:func:`~.plate.find_plate`).
+
+    Raises
+    ------
+    ConfigError
+        For invalid arguments.
+    SegmentationError
+        No bone, or no open growth plate (a diaphysis-only scan, a cylinder of sponge, a
+        closed plate).
+    """
+    bone = as_bone(bone)
+    sp = normalize_spacing(spacing)
+    check_distal_end(distal_end, allow_auto=False)
+    stream, _ = _stream(bone, sp)
+    return stream.plate(lambda a, b: bone[a:b], distal_end)
+
+
+def detect_distal_end(
+    bone: np.ndarray, *, spacing: float | tuple[float, float, float]
+) -> DistalEnd:
+    """Which end of the array is distal: the end nearer the growth plate when the plate is at
+    least 0.5 mm nearer one end, else the wider end with more trabecular bone (condyles
+    versus diaphysis).
+
+    Raises
+    ------
+    ConfigError
+        For invalid arguments.
+    SegmentationError
+        No bone, or neither the plate nor the shape tells the ends apart.
+    """
+    bone = as_bone(bone)
+    sp = normalize_spacing(spacing)
+    stream, _ = _stream(bone, sp)
+    try:
+        return stream.plate(None).distal_end
+    except SegmentationError as exc:
+        if not stream.has.any():
+            raise
+        logger.info("%s; the distal end is told from the bone's shape", exc)
+        end, why = end_by_shape(stream.profiles(), sp[0])
+        logger.info("distal end: %s (%s)", end, why)
+        return end
