@@ -46,7 +46,11 @@ Growth plate
     area (patches about ``bridge_size_mm`` across). A thin perforated epiphyseal bone plate
     lies on its distal face; the primary spongiosa (dense longitudinal rods, BV/TV
     ``primary_bv_tv`` at the cartilage fading to 0 over ``primary_mm``) on its proximal face.
-    ``plate_present=False`` (an adult): no cartilage at all, a perforated bony scar instead.
+    At the bone's surface the plate meets the perichondrial ring: over ``ring_open_fraction``
+    of the circumference the cortex is open there (soft tissue with the cartilage's grey, so
+    slices through it have no closed cortical ring, as in real femurs), elsewhere a thin bony
+    bark covers it. ``plate_present=False`` (an adult): no cartilage at all, a perforated
+    bony scar instead.
 
 Trabecular bone
     Metaphysis (secondary spongiosa): sheets around the zero surface of a smooth anisotropic
@@ -155,9 +159,10 @@ LABELS: dict[str, int] = {
     "epiphyseal": 11,  # epiphyseal trabeculae and the epiphyseal bone plate
     "bridge": 12,  # bony bridges through the growth plate (and an adult's growth-plate scar)
     "cortical": 13,
+    "perichondrial_ring": 14,  # where the growth plate reaches the periosteal surface
 }
 _AIR, _BUBBLE, _FOAM, _TUBE, _FLUID, _SOFT, _ARTIC, _MARROW, _CART, _TRAB, _PRIM, _EPI, \
-    _BRIDGE, _CORT = range(14)
+    _BRIDGE, _CORT, _RING = range(15)
 _OUTSIDE = 255  # internal: not bone, bone tissue or attached tissue (the specimen fills it)
 
 #: Labels that are bone.
@@ -169,7 +174,7 @@ ENDOCORTICAL_LABELS: tuple[int, ...] = (_MARROW, _CART, _TRAB, _PRIM, _EPI, _BRI
 #: before artefacts. Specimen and anatomy parameters override fluid, tube, foam, soft tissue
 #: and cartilage.
 GREY_LEVELS: tuple[float, ...] = (10.0, 10.0, 55.0, 52.0, 58.0, 62.0, 68.0, 64.0, 68.0, 200.0,
-                                  205.0, 205.0, 205.0, 215.0)
+                                  205.0, 205.0, 205.0, 215.0, 68.0)
 
 #: CS window (NRecon attenuation units) of the reference grey scale: the sample study's, under
 #: which marrow (64) is 0 and trabecular bone (200) 1.15 g/cm³ HA in
@@ -305,6 +310,11 @@ class Anatomy:
         (0.2-0.9); the length of the metaphyseal flare (1-4 mm at any size).
     cartilage_grey : float
         Grey level of growth-plate cartilage (8-bit, reference window; 60-120, default 68).
+    ring_open_fraction : float
+        Share of the plate's circumference (0-1) where the cortex is open: there the growth
+        plate reaches the periosteal surface through the perichondrial ring (soft tissue, the
+        cartilage's grey), so slices through it have no closed cortical ring; elsewhere a
+        thin bony bark covers it.
     """
 
     group: str = "sham"
@@ -330,6 +340,7 @@ class Anatomy:
     diaphysis_cortex_mm: float = 0.60
     flare_mm: float = 2.5
     cartilage_grey: float = 68.0
+    ring_open_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         if self.group not in GROUP_DESIGNS:
@@ -350,7 +361,7 @@ class Anatomy:
             ("bridge_size_mm", 0.02, 0.3), ("plate_level_mm", 1.5, 2.5),
             ("primary_bv_tv", 0.0, 0.7), ("primary_mm", 0.05, 0.6), ("shell_mm", 0.04, 0.25),
             ("diaphysis_cortex_mm", 0.2, 0.9), ("flare_mm", 1.0, 4.0),
-            ("cartilage_grey", 60.0, 120.0),
+            ("cartilage_grey", 60.0, 120.0), ("ring_open_fraction", 0.0, 1.0),
         ):
             _finite(name, getattr(self, name), lo, hi)
         _finite("plate_tilt_azimuth_deg", self.plate_tilt_azimuth_deg)
@@ -695,6 +706,16 @@ class FemurModel:
             self.plate_level_mm
         plate_top = float(tz.max())
 
+        # perichondrial ring: open where a smooth random function of the angle about the plate's
+        # centre is below its ``ring_open_fraction`` quantile
+        r_rng = rng(11)
+        self._ring_harmonics = (r_rng.standard_normal(3) / np.arange(1, 4),
+                                r_rng.uniform(0.0, 2.0 * np.pi, 3))
+        theta = np.linspace(-np.pi, np.pi, 3600, endpoint=False)
+        self._ring_level = float(np.quantile(self._ring_angle_field(theta),
+                                             a.ring_open_fraction)) \
+            if a.ring_open_fraction < 1 else np.inf
+
         # ---- secondary spongiosa: sheet field (elongated along z) and perforation field
         d = self.design
         ymax, xmax = 2.05 * s, 2.7 * s
@@ -886,6 +907,12 @@ class FemurModel:
             out.append(np.float32(e[0]) * dz + np.float32(e[1]) * y + np.float32(e[2]) * x)
         return out[0], out[1], out[2]
 
+    def _ring_angle_field(self, theta: np.ndarray) -> np.ndarray:
+        amp, phase = self._ring_harmonics
+        k = np.arange(1, amp.size + 1)
+        return (amp[None, :] * np.cos(k[None, :] * np.asarray(theta)[:, None]
+                                      + phase[None, :])).sum(axis=1)
+
     def _raster_index(self, v: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nv, nu = self._h.shape
         iv = np.clip(np.rint((v - np.float32(self._raster_origin[0])) / np.float32(_RASTER_MM)),
@@ -990,6 +1017,15 @@ class FemurModel:
         ins = np.flatnonzero(f < 0)
         cort = f[ins] > -self.cortex_thickness(zc[ins])
         out[cand[ins[cort]]] = _CORT
+        if self.anatomy.plate_present and self.anatomy.ring_open_fraction > 0:
+            c = cand[ins[cort]]
+            w, v, u = self.plate_coordinates(z[c], y[c], x[c])
+            iv, iu = self._raster_index(v, u)
+            ring = np.abs(w - self._h[iv, iu]) < self._half[iv, iu]
+            if np.isfinite(self._ring_level):
+                k = np.flatnonzero(ring)
+                ring[k] = self._ring_angle_field(np.arctan2(v[k], u[k])) <= self._ring_level
+            out[c[ring]] = _RING
         endo = ins[~cort]
         if endo.size:
             out[cand[endo]] = self._interior(zc[endo], yc[endo], xc[endo])
@@ -1655,6 +1691,7 @@ def make_realistic_femur(
     levels[_SOFT] = specimen.soft_tissue_grey
     levels[_FOAM] = specimen.foam_grey
     levels[_CART] = anatomy.cartilage_grey
+    levels[_RING] = anatomy.cartilage_grey
     lut = np.zeros(256, dtype=np.float32)
     lut[: levels.size] = levels
     gmax = 255.0 if scan.bit_depth == 8 else 65535.0
@@ -1830,7 +1867,8 @@ def realistic_study_design(*, seed: int = 2026, n_per_group: int = 4, size: floa
     :class:`ScanSettings` it is generated with (``anatomy``, ``specimen``, ``scan``). Femur
     ``k`` of a group takes row ``k mod 4`` of that group's table of departures (below), so the
     default ``n_per_group=4`` covers every departure; animals vary further by seed (BV/TV ±10 %,
-    plate level, amplitude, rotation). The adult femur (no growth plate) is always added.
+    plate level, amplitude, rotation, the perichondrial ring open over 50-100 % of the
+    circumference). The adult femur (no growth plate) is always added.
 
     Parameters
     ----------
@@ -1944,6 +1982,8 @@ def realistic_study_design(*, seed: int = 2026, n_per_group: int = 4, size: floa
         c_over.setdefault("noise_sd", round(float(rng.uniform(5.0, 9.0)), 2))
         c_over.setdefault("cupping_grey", round(float(rng.uniform(5.0, 15.0)), 2))
         c_over.setdefault("first_section", int(rng.integers(0, 600)))
+        if a_over.get("plate_present", True):  # drawn last: the draws above stay as they were
+            a_over.setdefault("ring_open_fraction", round(float(rng.uniform(0.5, 1.0)), 2))
         name = f"{_FOLDERS[group]}_{k + 1:02d}"
         out.append({
             "scan": name,
