@@ -50,6 +50,7 @@ __all__ = [
     "sheet_span",
     "FACE_SECTORS",
     "FACE_SECTORS_NEEDED",
+    "FACE_TILES_NEEDED",
     "FLAG_TWO_PLATES",
     "FLAG_BRIDGED",
     "FLAG_FAINT",
@@ -78,6 +79,9 @@ logger = logging.getLogger(__name__)
 #: least ``FACE_SECTORS_NEEDED`` of ``FACE_SECTORS`` angular sectors around the plate's centre.
 FACE_SECTORS = 12
 FACE_SECTORS_NEEDED = 2
+#: ... and within a sector, by at least this many tiles (one tile seeing a marrow space
+#: above the plate is not its face).
+FACE_TILES_NEEDED = 2
 
 #: Flags of the growth-plate finder (the ``qc_flags`` column names the cause).
 FLAG_TWO_PLATES = "two candidate growth plates"
@@ -130,6 +134,12 @@ CUT_END_SHARE = 0.5
 #: Distal-most cartilage within this distance (mm) of the distal end of the bone: no
 #: epiphysis beyond it, the scan was cut at the plate.
 NEAR_END_MM = 0.3
+
+_SEEN_NOWHERE = (
+    "no growth plate found: the sheets nearly free of bone between dense bone are seen "
+    "nowhere across the marrow cavity; place the VOI by hand (ctmorph review, --ref-slice, "
+    "--overrides) or use --roi-offset-frac or another ROI mode"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,14 +265,16 @@ def _follow_to_rim(tiles: TileProfiles, positions: np.ndarray, rim: RimTiles,
 def _supported_extreme(values: np.ndarray, centres_mm: np.ndarray,
                        needed: int | None = None) -> float:
     """The highest value found in at least :data:`FACE_SECTORS_NEEDED` of the
-    :data:`FACE_SECTORS` angular sectors around the tiles' centroid: the plate's
+    :data:`FACE_SECTORS` angular sectors around the tiles' centroid, each by
+    :data:`FACE_TILES_NEEDED` tiles: the plate's
     proximal-most point where it rises at the rim of the cavity (a W, a tilted plate rise on
     opposite sides or along an arc), not where one patch of rim tiles sees a marrow space."""
     d = centres_mm - centres_mm.mean(axis=0)
     sector = ((np.arctan2(d[:, 0], d[:, 1]) + math.pi) / (2 * math.pi)
               * FACE_SECTORS).astype(int) % FACE_SECTORS
-    highs = np.sort([values[sector == k].max() for k in range(FACE_SECTORS)
-                     if np.any(sector == k)])[::-1]
+    # a sector's value is its FACE_TILES_NEEDED-th highest tile: one tile is no face
+    highs = np.sort([np.sort(values[sector == k])[-min(FACE_TILES_NEEDED, n)]
+                     for k in range(FACE_SECTORS) if (n := int(np.sum(sector == k)))])[::-1]
     k = FACE_SECTORS_NEEDED if needed is None else needed
     return float(highs[min(k, highs.size) - 1])
 
@@ -477,17 +489,14 @@ def find_plate(tiles: TileProfiles, *, distal_end: str | None = None,
         raise SegmentationError(
             "no growth plate found: no sheet nearly free of bone between dense bone crosses "
             f"the marrow cavity ({best}); a closed growth plate (an "
-            "adult animal?) has none: place the VOI by hand (--ref-slice, --overrides) or "
+            "adult animal?) has none: place the VOI by hand (ctmorph review, --ref-slice, "
+            "--overrides) or "
             "use --roi-offset-frac or another ROI mode"
         )
     given = distal_end
     for k, (score, sheet) in enumerate(fits):
         if score < MIN_SCORE:
-            raise SegmentationError(
-                "no growth plate found: the sheets nearly free of bone between dense bone are "
-                "seen nowhere across the marrow cavity; place the VOI by hand (--ref-slice, "
-                "--overrides) or use --roi-offset-frac or another ROI mode"
-            )
+            raise SegmentationError(_SEEN_NOWHERE)
         distal_end = given or _distal_end(sheet, tiles, zs, end_by_shape)
         try:
             ref, distal, proximal, cues = plate_from_sheet(tiles, sheet, distal_end, rim)
@@ -497,11 +506,7 @@ def find_plate(tiles: TileProfiles, *, distal_end: str | None = None,
         rival = fits[k + 1][0] / score if k + 1 < len(fits) else 0.0
         break
     else:
-        raise SegmentationError(
-            "no growth plate found: the sheets nearly free of bone between dense bone are "
-            "seen nowhere across the marrow cavity; place the VOI by hand (--ref-slice, "
-            "--overrides) or use --roi-offset-frac or another ROI mode"
-        )
+        raise SegmentationError(_SEEN_NOWHERE)
     end_mm = (distal - zs[0]) * dz if distal_end == "first" else (zs[-1] - distal) * dz
     span = sheet_span(sheet, tiles)
     # continuity over the whole cross-section: the tiles that see the plate, of all tiles

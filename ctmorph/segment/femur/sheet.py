@@ -159,8 +159,8 @@ def _best(frac: np.ndarray, depth: np.ndarray) -> tuple[int, int, float, float]:
 
 def search_planes(tiles: TileProfiles, *, max_tilt_deg: float = MAX_TILT_DEG,
                   n_best: int = 4) -> list[Surface]:
-    """The planes along which the bone fraction dips deepest, best first, at least
-    ``2 SHOULDER_MM`` apart, at most ``n_best``: slopes coarse (the plane within 0.15 mm
+    """The planes along which the bone fraction dips deepest, best first, more than
+    ``SHOULDER_MM`` apart, at most ``n_best``: slopes coarse (the plane within 0.15 mm
     across the tiled width), then fine (0.03 mm) around each."""
     dz = tiles.spacing[0]
     nz = tiles.shape[0]
@@ -179,7 +179,7 @@ def search_planes(tiles: TileProfiles, *, max_tilt_deg: float = MAX_TILT_DEG,
     for z in np.argsort(-best):
         if not np.isfinite(best[z]) or best[z] <= 0 or len(seeds) >= n_best:
             break
-        if all(abs(int(z) - s) > 2 * half for s in seeds):
+        if all(abs(int(z) - s) > half for s in seeds):
             seeds.append(int(z))
     out: list[Surface] = []
     fine_step = max(0.03 / max(width, 1e-9), 1e-3) / dz
