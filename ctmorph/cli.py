@@ -628,15 +628,26 @@ def calibrate(ctx, phantom_dirs, densities, out, core_fraction, edge_margin_vox)
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--seed", type=click.IntRange(min=0), default=2026, show_default=True)
 @click.option("--if-missing", is_flag=True, help="Do nothing when the study is already there.")
+@click.option("--realistic", is_flag=True,
+              help="Write the hard realistic study instead (3 groups x 4 femurs with tilted, "
+                   "curved, bridged growth plates, scan artefacts, and one adult femur without "
+                   "a plate) with truth.json.")
 @click.pass_context
 @_handle_errors
-def samples(ctx, directory, seed, if_missing) -> None:
+def samples(ctx, directory, seed, if_missing, realistic) -> None:
     """(Re)generate the synthetic sample study (3 groups × 3 rat femurs) in DIRECTORY."""
-    from .phantoms.femur import make_sample_study
-
-    if if_missing and _sample_study_complete(directory):
+    if if_missing and _sample_study_complete(directory, realistic=realistic):
         click.echo(f"sample study already in {directory}")
         return
+    if realistic:
+        from .phantoms import make_realistic_study
+
+        truth = make_realistic_study(directory, seed=seed)
+        click.echo(f"wrote {len(truth['scans'])} realistic femurs, groups.csv and truth.json "
+                   f"to {directory}")
+        return
+    from .phantoms.femur import make_sample_study
+
     truth = make_sample_study(directory, seed=seed)
     click.echo(f"wrote {len(truth)} scans and groups.csv to {directory}")
 
@@ -667,8 +678,9 @@ def _param(ctx: click.Context, name: str) -> click.Parameter:
     return next(p for p in ctx.command.params if p.name == name)
 
 
-def _sample_study_complete(directory: Path) -> bool:
-    """True when ``groups.csv`` lists scans that all exist as folders with a log."""
+def _sample_study_complete(directory: Path, *, realistic: bool = False) -> bool:
+    """True when ``groups.csv`` lists scans that all exist as folders with a log (and the
+    calibration phantoms, or for the realistic study ``truth.json``)."""
     from .manifest import read_groups
 
     groups_csv = Path(directory) / "groups.csv"
@@ -679,7 +691,11 @@ def _sample_study_complete(directory: Path) -> bool:
     except CtmorphError:
         return False
     folders = [Path(directory) / s for s in scans]
-    folders += [Path(directory) / "phantoms" / p for p in ("HA025", "HA075")]
+    if realistic:
+        if not (Path(directory) / "truth.json").is_file():
+            return False
+    else:
+        folders += [Path(directory) / "phantoms" / p for p in ("HA025", "HA075")]
     return bool(scans) and all(any(f.glob("*.log")) for f in folders)
 
 
