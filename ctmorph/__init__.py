@@ -1,6 +1,6 @@
 """ctmorph: automatic trabecular bone micro-CT morphometry for Skyscan/NRecon studies.
 
-Public entry points (DESIGN.md §6): :func:`ctmorph.analyze_scan` (one scan → one row of
+Public entry points (docs/DESIGN.md §6): :func:`ctmorph.analyze_scan` (one scan → one row of
 ``morphometry.csv``), :func:`ctmorph.io.read_scan` and
 :func:`ctmorph.morphometry.local_thickness`.
 """

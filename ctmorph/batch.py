@@ -6,7 +6,7 @@ threshold, and the run goes on. Scans come from folders (with a groups file or o
 from a manifest (:mod:`ctmorph.manifest`); :func:`check_study` validates a study from the file
 headers without analysing it (``ctmorph analyze --dry-run``).
 
-The study threshold is one physical threshold (DESIGN.md §2): pooled and applied in attenuation
+The study threshold is one physical threshold (docs/DESIGN.md §2): pooled and applied in attenuation
 through each scan's own CS window (:mod:`ctmorph.segment.pooling`), so scans reconstructed with
 different windows or bit depths are segmented at the same attenuation.
 

@@ -65,7 +65,7 @@ class AnalysisConfig:
         Bone islands (26-connected) and closed marrow pores (6-connected) smaller than this
         are removed / filled before measuring.
     thickness_convention : {"corrected", "uncorrected"}
-        Local-thickness convention (DESIGN.md §4): ``corrected`` subtracts half a voxel from
+        Local-thickness convention (docs/DESIGN.md §4): ``corrected`` subtracts half a voxel from
         the centre-to-centre sphere diameter so plates of n voxels measure n ± 0.5 voxels;
         ``uncorrected`` reproduces the centre-to-centre values of older BoneJ/CTAn numbers.
     context_mm : float

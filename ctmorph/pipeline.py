@@ -1,6 +1,6 @@
 """One scan: load → segment → VOI → measure → a result row with provenance.
 
-:func:`analyze_scan` is the public entry point (DESIGN.md §6) and returns one row of
+:func:`analyze_scan` is the public entry point (docs/DESIGN.md §6) and returns one row of
 ``morphometry.csv``; :func:`measure_scan` returns the row together with the details the batch
 writes next to it (per-scan JSON, QC pictures).
 """
@@ -191,7 +191,7 @@ def analyze_scan(
     Returns
     -------
     dict
-        Column name → value, with the names and units of DESIGN.md §3 (see
+        Column name → value, with the names and units of docs/DESIGN.md §3 (see
         :mod:`ctmorph.columns`).
     """
     return measure_scan(path, config, threshold=threshold).row

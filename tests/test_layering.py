@@ -1,4 +1,4 @@
-"""Layers import downward only (DESIGN.md §6): an AST walk over the package."""
+"""Layers import downward only (docs/DESIGN.md §6): an AST walk over the package."""
 
 import ast
 from pathlib import Path

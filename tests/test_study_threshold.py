@@ -1,4 +1,4 @@
-"""One physical study threshold (DESIGN.md §2): pooled and applied in attenuation through each
+"""One physical study threshold (docs/DESIGN.md §2): pooled and applied in attenuation through each
 scan's CS window, and never moved by a scan that cannot be measured."""
 
 from __future__ import annotations

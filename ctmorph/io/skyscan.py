@@ -4,7 +4,7 @@ A reconstruction folder holds one slice image per section, ``<prefix><index>.<ex
 reconstruction log ``<prefix>.log`` and a ``<prefix>_spr.bmp`` preview. :func:`read_scan`
 finds and validates all of it from the file headers only; pixels are read on demand.
 
-Facts this module relies on (DESIGN.md §5): the log is INI-like Windows text (CRLF, cp1252
+Facts this module relies on (docs/DESIGN.md §5): the log is INI-like Windows text (CRLF, cp1252
 possible) whose keys repeat across sections ([Reconstruction] ``Pixel Size (um)`` is the voxel
 size, [Acquisition] ``Image Pixel Size (um)`` the projection pixel); old NRecon misspells
 ``Mininum for CS to Image Conversion`` and has no [File name convention]; logs get renamed and

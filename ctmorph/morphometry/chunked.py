@@ -22,7 +22,7 @@ halo ``H >= K + M``, painting only the balls centred in ``[z0 - K, z1 + K)``. Th
 every other block voxel may be too large (their background can be outside the block), so they
 are zeroed before the ridge step and never painted; a ball dropped by the ridge step is then
 always inside a kept ball of the painted zone, as in the whole-volume kernel. The chunk cuts are
-therefore interior context, never surfaces, exactly like the VOI wall (DESIGN.md §4).
+therefore interior context, never surfaces, exactly like the VOI wall (docs/DESIGN.md §4).
 
 ``R`` is measured first (pass 1, a chunked distance transform): the distance at ``p`` computed on
 a block is at least the true one, and equal to it when it is at most the distance from ``p`` to

@@ -14,7 +14,7 @@ scans. The study threshold therefore lives on an attenuation axis:
 - :func:`pooled_otsu` pools the histograms of the scans that can be measured and returns one
   :class:`StudyThreshold`; :meth:`StudyThreshold.grey` gives each scan its grey threshold.
 
-Scans that cannot be measured never enter the pool (DESIGN.md §2): a histogram with no data or
+Scans that cannot be measured never enter the pool (docs/DESIGN.md §2): a histogram with no data or
 a single grey value, and, at the pooled threshold, a scan with (almost) no voxel above it (no
 bone: an empty tube, a sample out of the field of view) or (almost) none below it (no marrow or
 background: an all-bone or saturated scan). Leaving a scan out moves the threshold, so the

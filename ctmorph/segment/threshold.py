@@ -1,6 +1,6 @@
 """Global thresholding: smoothing, Otsu on a (pooled) histogram, speck removal.
 
-One threshold serves a whole study (DESIGN.md §2): :func:`grey_histogram` gives each scan's
+One threshold serves a whole study (docs/DESIGN.md §2): :func:`grey_histogram` gives each scan's
 histogram, the batch adds them up, and :func:`otsu_threshold` turns the pooled histogram into
 one grey value. Per-scan thresholds would bias group comparisons.
 """
