@@ -62,3 +62,84 @@ def test_imports_go_downward(path):
         assert target not in banned, f"{rel} imports {name}, against the layering"
     if layer != "cli":
         assert not any(n.startswith("ctmorph.cli") for n in _imports(path))
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _from_imports(path: Path):
+    """``(line, module, name)`` of every ``from ctmorph... import name`` (function-level too),
+    relative imports resolved."""
+    parts = _module_name(path).split(".")
+    base_parts = parts if path.name == "__init__.py" else parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = base_parts[: len(base_parts) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if mod.startswith("ctmorph"):
+                for a in node.names:
+                    yield node.lineno, mod, a.name, a.asname
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: str(p.relative_to(PKG)))
+def test_no_private_name_is_used_outside_its_module(path):
+    # a private module of the package (ctmorph._kernels.edt, ctmorph._atomic) may be imported;
+    # a private function, class or constant of another module may not, neither by import nor
+    # as an attribute of an imported module
+    found = []
+    aliases = {}
+    for line, mod, name, asname in _from_imports(path):
+        if f"{mod}.{name}" in MODULES:
+            aliases[asname or name] = f"{mod}.{name}"
+        elif _private(name):
+            found.append(f"line {line}: from {mod} import {name}")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("ctmorph"):
+                    aliases[a.asname or a.name] = a.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases and _private(node.attr)):
+            found.append(f"line {node.lineno}: {aliases[node.value.id]}.{node.attr}")
+    assert not found, f"{path.relative_to(PKG)} uses private names of other modules: {found}"
+
+
+def test_no_import_cycle():
+    # every import counts, also one inside a function (a cycle dodged at run time is still a
+    # cycle); the root package is left out: it holds __version__ and lazy entry points only
+    graph = {m: set() for m in MODULES if m != "ctmorph"}
+    for m in graph:
+        for _, mod, name, _ in _from_imports(MODULES[m]):
+            target = f"{mod}.{name}" if f"{mod}.{name}" in MODULES else mod
+            if target in graph and target != m:
+                graph[m].add(target)
+    cycles = []
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append(path[path.index(t):] + [t])
+            elif t not in state:
+                visit(t, path + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, f"import cycles: {cycles}"

@@ -18,8 +18,7 @@ from scipy import ndimage
 from .._kernels.mil import GOLDEN_ANGLE, NO_LIMIT, mil_counts, mil_counts_window
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import _check_chunk_slices
-from .connectivity import _prepare_masks, _voi_box
+from .arrays import check_chunk_slices, prepare_masks, voi_box_slices
 from .zsource import ZSource, block_ranges, chunk_slices_for
 
 __all__ = ["Fabric", "anisotropy", "anisotropy_chunked", "hemisphere_directions"]
@@ -200,12 +199,12 @@ def anisotropy(
     González Á (2010). Measurement of areas on a sphere using Fibonacci and latitude-longitude
     lattices. Math Geosci 42:49-64.
     """
-    bone, voi, sp = _prepare_masks(bone, voi, spacing)
+    bone, voi, sp = prepare_masks(bone, voi, spacing)
     h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
     if min(bone.shape) < 2:
         raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {bone.shape}")
     # crop to the VOI with enough context for the Gaussian (truncate 4 sigma) and interpolation
-    box = _voi_box(voi, bone.shape, _margin(smooth))
+    box = voi_box_slices(voi, bone.shape, _margin(smooth))
     bone = bone[box]
     voi = None if voi is None else voi[box]
     # edge padding lets the kernel interpolate up to the last voxel centre without clamping
@@ -282,7 +281,7 @@ def anisotropy_chunked(
     h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
     if min(shape) < 2:
         raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {shape}")
-    chunk = _check_chunk_slices(chunk_slices) or chunk_slices_for(shape)
+    chunk = check_chunk_slices(chunk_slices) or chunk_slices_for(shape)
 
     # the whole version's crop: VOI box + margin, clipped to the slab
     m = _margin(smooth)

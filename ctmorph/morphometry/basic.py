@@ -1,20 +1,16 @@
-"""Volumes and surface of a segmented VOI: TV, BV, BS (mm³ and mm²).
-
-Also holds the small input helpers the other morphometry modules share (mask validation).
-"""
+"""Volumes and surface of a segmented VOI: TV, BV, BS (mm³ and mm²)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .._kernels.mesh import voi_triangle_areas
-from ..errors import ConfigError, SegmentationError
+from ..errors import SegmentationError
 from ..spacing import normalize_spacing
+from .arrays import as_mask, check_chunk_slices
+from .zsource import ArraySource, block_ranges, chunk_slices_for
 
 __all__ = [
-    "as_mask",
-    "bounding_box",
-    "crop",
     "voxel_volume",
     "tissue_volume",
     "bone_volume",
@@ -24,55 +20,6 @@ __all__ = [
 
 # Voxels meshed at a time by bone_surface (bounds the marching-cubes memory).
 _CHUNK_VOXELS = 2**20
-
-
-def as_mask(mask, name: str = "mask", shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """Return ``mask`` as a 3-D boolean array (no copy when it already is one).
-
-    Parameters
-    ----------
-    mask : (Z, Y, X) array_like of bool or integer
-        Nonzero means inside. Floating-point arrays are refused (a grey image passed by mistake).
-    name : str
-        Argument name used in error messages.
-    shape : tuple of int, optional
-        Required shape (to check that a VOI matches its image).
-
-    Raises
-    ------
-    ConfigError
-        If the array is not 3-D, has a non-integer dtype, or the wrong shape.
-    """
-    arr = np.asarray(mask)
-    if arr.ndim != 3:
-        raise ConfigError(f"{name} must be a 3-D (Z, Y, X) array, got shape {arr.shape}")
-    if arr.dtype != np.bool_:
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise ConfigError(
-                f"{name} must be a boolean (or 0/1 integer) array, got dtype {arr.dtype}; "
-                "threshold grey images first"
-            )
-        arr = arr != 0
-    if shape is not None and arr.shape != tuple(shape):
-        raise ConfigError(f"{name} has shape {arr.shape}, expected {tuple(shape)}")
-    return arr
-
-
-def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int, int, int]:
-    """``(z0, z1, y0, y1, x0, x1)``: the smallest box (half-open) holding every True voxel of a
-    non-empty 3-D mask."""
-    box: list[int] = []
-    for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box += [int(idx[0]), int(idx[-1]) + 1]
-    return tuple(box)  # type: ignore[return-value]
-
-
-def crop(a: np.ndarray, box: tuple[int, int, int, int, int, int]) -> np.ndarray:
-    """View of ``a`` inside ``box`` (as returned by :func:`bounding_box`)."""
-    z0, z1, y0, y1, x0, x1 = box
-    return a[z0:z1, y0:y1, x0:x1]
 
 
 def voxel_volume(spacing) -> float:
@@ -144,25 +91,13 @@ def bone_surface(bone, voi=None, *, spacing) -> float:
     overestimate of a few per cent for oblique and curved ones. Computed by
     :func:`bone_surface_chunked` on the arrays in one block (same result).
     """
-    from .zsource import ArraySource
-
     bone = as_mask(bone, "bone")
     sp = normalize_spacing(spacing)
     src = ArraySource(bone, None if voi is None else as_mask(voi, "voi", bone.shape))
     return bone_surface_chunked(src, spacing=sp)
 
 
-def _check_chunk_slices(chunk_slices) -> int | None:
-    """``chunk_slices`` as a positive int (None stays None); ConfigError otherwise."""
-    if chunk_slices is None:
-        return None
-    if isinstance(chunk_slices, bool) or not isinstance(chunk_slices, (int, np.integer)) \
-            or chunk_slices < 1:
-        raise ConfigError(f"chunk_slices must be a positive integer, got {chunk_slices!r}")
-    return int(chunk_slices)
-
-
-def _surface_layout(box: tuple[int, int, int, int, int, int], shape: tuple[int, ...],
+def surface_layout(box: tuple[int, int, int, int, int, int], shape: tuple[int, ...],
                     chunk_slices: int | None) -> tuple[slice, slice, int, int]:
     """In-plane crop (VOI box ± 1 voxel, clipped), mesh step and read step of BS.
 
@@ -171,8 +106,6 @@ def _surface_layout(box: tuple[int, int, int, int, int, int], shape: tuple[int, 
     ``chunk_slices`` (at least one mesh step; default: about
     :data:`~ctmorph.morphometry.zsource.DEFAULT_BLOCK_VOXELS` voxels), so the meshes, and
     hence the float sums, do not depend on the read step."""
-    from .zsource import chunk_slices_for
-
     _, _, y0, y1, x0, x1 = box
     ys = slice(max(y0 - 1, 0), min(y1 + 1, shape[1]))
     xs = slice(max(x0 - 1, 0), min(x1 + 1, shape[2]))
@@ -183,7 +116,7 @@ def _surface_layout(box: tuple[int, int, int, int, int, int], shape: tuple[int, 
     return ys, xs, mstep, max(1, chunk_slices // mstep) * mstep
 
 
-def _block_surface_sums(bone: np.ndarray, lo: int, voi: np.ndarray, zs: int, ze: int,
+def block_surface_sums(bone: np.ndarray, lo: int, voi: np.ndarray, zs: int, ze: int,
                         mstep: int, sp: np.ndarray, nz: int) -> list[float]:
     """Marching-cubes VOI areas (mm²) of slices ``[zs, ze)``, one sum per mesh chunk of
     ``mstep`` slices starting at ``zs``.
@@ -245,16 +178,14 @@ def bone_surface_chunked(src, *, spacing, chunk_slices: int | None = None) -> fl
     Memory: one block of ``chunk_slices + 2`` slices as read from the source, its in-plane crop,
     and the mesh of at most ``max(8, 2**20 // plane)`` slices (~1 M voxels).
     """
-    from .zsource import block_ranges
-
     sp = np.asarray(normalize_spacing(spacing), dtype=np.float64)
-    chunk_slices = _check_chunk_slices(chunk_slices)
+    chunk_slices = check_chunk_slices(chunk_slices)
     shape = tuple(int(s) for s in src.shape)
     try:
         box = src.voi_box()
     except SegmentationError:
         return 0.0  # like bone_surface: an empty VOI has no surface
-    ys, xs, mstep, rstep = _surface_layout(box, shape, chunk_slices)
+    ys, xs, mstep, rstep = surface_layout(box, shape, chunk_slices)
     nz = shape[0]
     total = 0.0
     for zs, ze in block_ranges(box[0], box[1], rstep):
@@ -263,6 +194,6 @@ def bone_surface_chunked(src, *, spacing, chunk_slices: int | None = None) -> fl
         bone = blk.bone[:, ys, xs]
         voi = blk.voi[zs - lo:ze - lo, ys, xs]
         del blk
-        for s in _block_surface_sums(bone, lo, voi, zs, ze, mstep, sp, nz):
+        for s in block_surface_sums(bone, lo, voi, zs, ze, mstep, sp, nz):
             total += s
     return total

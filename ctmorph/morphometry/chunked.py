@@ -66,8 +66,8 @@ from .._kernels.thickness import (
 )
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import _check_chunk_slices
-from .thickness import _EXACT_LIMIT, _SHRINK, _check_convention, _ridges, _unit_weights
+from .arrays import check_chunk_slices
+from .thickness import EXACT_LIMIT, SHRINK, check_convention, ridges, unit_weights
 
 __all__ = [
     "ThicknessHalo",
@@ -138,7 +138,7 @@ class ThicknessStats(NamedTuple):
     n: int
 
 
-class _Moments:
+class Moments:
     """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983)."""
 
     def __init__(self) -> None:
@@ -160,7 +160,7 @@ class _Moments:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class ThicknessPlan:
     """Everything a chunk needs: kernel parameters and the halo."""
 
     shape: tuple[int, int, int]
@@ -216,7 +216,7 @@ def _read(a: Any, z0: int, z1: int) -> np.ndarray:
 
 def _bounds(a: Any, chunk_slices: int | None) -> tuple[int, ...]:
     nz, ny, nx = (int(s) for s in a.shape)
-    c = _check_chunk_slices(chunk_slices)
+    c = check_chunk_slices(chunk_slices)
     if c is None:
         if _is_dask(a):
             return (0, *np.cumsum(a.chunks[0]).tolist())
@@ -276,16 +276,16 @@ def _chunk_dmax(a: Any, z0: int, z1: int, h: int, nz: int, w2: np.ndarray, exact
     return float(smax.max()), float(smax.max())
 
 
-def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
-          halo: int | None) -> _Plan:
-    _check_convention(convention)
+def thickness_plan(a: Any, spacing, convention: str, chunk_slices: int | None,
+          halo: int | None) -> ThicknessPlan:
+    check_convention(convention)
     a = _check_volume(a, "mask")
     sp = normalize_spacing(spacing)
     halo = _check_halo(halo)
     bounds = _bounds(a, chunk_slices)
     nz = int(a.shape[0])
     shape = tuple(int(s) for s in a.shape)
-    unit, w2, exact = _unit_weights(sp)
+    unit, w2, exact = unit_weights(sp)
     counts = np.zeros(nz, dtype=np.int64)
     dmax = 0.0
     h = _FIRST_HALO if halo is None else halo
@@ -331,19 +331,19 @@ def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
     use = K + M if halo is None else halo
     info = ThicknessHalo(radius=math.sqrt(dmax) * unit, centre_slices=K, background_slices=M,
                          halo=use, bounds=bounds, n_phase=n_phase)
-    if exact and dmax < _EXACT_LIMIT:  # the same choice as local_thickness on the whole volume
+    if exact and dmax < EXACT_LIMIT:  # the same choice as local_thickness on the whole volume
         table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
         containment_table(w2, int(dmax), table)
         shrink = 1.0
     else:
         table = np.empty((0, 7), dtype=np.float64)
-        shrink = 1.0 - _SHRINK
+        shrink = 1.0 - SHRINK
     offset = 0.5 * float(np.mean(sp)) if convention == "corrected" else 0.0
     logger.info(
         "chunked local thickness: largest ball radius %.6g, halo %d slices (%d + %d), "
         "%d chunks", info.radius, use, K, M, len(bounds) - 1,
     )
-    return _Plan(shape=shape, w2=w2, unit=unit, shrink=shrink, table=table, offset=offset,
+    return ThicknessPlan(shape=shape, w2=w2, unit=unit, shrink=shrink, table=table, offset=offset,
                  halo=info, dmax=dmax, counts=counts)
 
 
@@ -351,7 +351,7 @@ def _plan(a: Any, spacing, convention: str, chunk_slices: int | None,
 # pass 2: one chunk of the map
 
 
-def _chunk_map(phase: np.ndarray, b0: int, z0: int, z1: int, plan: _Plan) -> np.ndarray:
+def _chunk_map(phase: np.ndarray, b0: int, z0: int, z1: int, plan: ThicknessPlan) -> np.ndarray:
     """Local thickness of slices ``z0:z1`` from the block ``phase`` (uint8, 1 = phase) that
     starts at slice ``b0`` and holds at least ``halo`` slices of context on each cut side."""
     nz, ny, nx = plan.shape
@@ -376,7 +376,7 @@ def _chunk_map(phase: np.ndarray, b0: int, z0: int, z1: int, plan: _Plan) -> np.
             f"{z0}-{z1 - 1}); its data must stay the same while it is analysed"
         )
     # the phase buffer is reused as the ridge flags
-    offsets, ry, rx, rd = _ridges(d, phase, w2, plan.table, plan.shrink)
+    offsets, ry, rx, rd = ridges(d, phase, w2, plan.table, plan.shrink)
     del d
     box = np.asarray((z0 - b0, z1 - b0, 0, ny, 0, nx), dtype=np.int64)
     paint_balls(offsets, ry, rx, rd, w2, plan.shrink, box, out, numba.get_num_threads())
@@ -384,17 +384,17 @@ def _chunk_map(phase: np.ndarray, b0: int, z0: int, z1: int, plan: _Plan) -> np.
     return out
 
 
-def _chunk_task(block: np.ndarray, b0: int, z0: int, z1: int, plan: _Plan) -> np.ndarray:
+def _chunk_task(block: np.ndarray, b0: int, z0: int, z1: int, plan: ThicknessPlan) -> np.ndarray:
     """Dask task: a block may be shared between tasks, so work on a fresh uint8 copy."""
     return _chunk_map(np.not_equal(block, 0).view(np.uint8), b0, z0, z1, plan)
 
 
-def _block_range(plan: _Plan, z0: int, z1: int) -> tuple[int, int]:
+def _block_range(plan: ThicknessPlan, z0: int, z1: int) -> tuple[int, int]:
     h = plan.halo.halo
     return max(0, z0 - h), min(plan.shape[0], z1 + h)
 
 
-def _write_distances(a: Any, plan: _Plan, f: Any, fz0: int, fz1: int) -> None:
+def _write_distances(a: Any, plan: ThicknessPlan, f: Any, fz0: int, fz1: int) -> None:
     """Append the exact squared distances of slices ``[fz0, fz1)`` (float32, C order) to the
     binary file ``f``, computed block by block with a halo of ``M`` slices (the background of
     any phase voxel lies within ``M`` slices, so each block holds it)."""
@@ -440,7 +440,7 @@ def _read_distances(f: Any, fz0: int, z0: int, z1: int,
 
 
 def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
-                        plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+                        plan: ThicknessPlan) -> tuple[np.ndarray, np.ndarray]:
     """Local thickness of slices ``[z0, z1)`` and their phase mask, from the distances of
     slices ``[z0 - K, z1 + K)`` read back from ``f`` (which starts at slice ``fz0``).
 
@@ -461,7 +461,7 @@ def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
     for a, b in ((a, min(e1, a + _RIDGE_SLICES)) for a in range(e0, e1, _RIDGE_SLICES)):
         lo, hi = max(e0, a - 1), min(e1, b + 1)
         d = _read_distances(f, fz0, lo, hi, plan.shape)
-        offs, ry, rx, rd = _ridges(d, np.empty(d.shape, dtype=np.uint8), plan.w2, plan.table,
+        offs, ry, rx, rd = ridges(d, np.empty(d.shape, dtype=np.uint8), plan.w2, plan.table,
                                    plan.shrink)
         del d
         i0, i1 = offs[a - lo], offs[b - lo]
@@ -477,7 +477,7 @@ def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
     return out, phase
 
 
-def _iter_chunks(a: Any, plan: _Plan, zrange: tuple[int, int] | None = None):
+def iter_thickness_chunks(a: Any, plan: ThicknessPlan, zrange: tuple[int, int] | None = None):
     """Yield ``(z0, z1, map, phase)`` for the chunks meeting slices ``zrange`` (default all);
     ``phase`` is the chunk's mask (bool, C-contiguous).
 
@@ -517,7 +517,7 @@ def thickness_halo(mask, *, spacing, chunk_slices: int | None = None,
     ThicknessHalo
         The largest ball radius (unit of ``spacing``), the halo in slices and the chunking.
     """
-    return _plan(mask, spacing, "corrected", chunk_slices, halo).halo
+    return thickness_plan(mask, spacing, "corrected", chunk_slices, halo).halo
 
 
 def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
@@ -549,14 +549,14 @@ def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
     """
     a = _check_volume(mask, "mask")
     if isinstance(out, str | os.PathLike):
-        plan = _plan(a, spacing, convention, chunk_slices, halo)
+        plan = thickness_plan(a, spacing, convention, chunk_slices, halo)
         # written sequentially (chunks come in z order, C order), not through a memmap whose
         # dirty pages would stay resident: memory stays bounded by one block
         with atomic_path(out, suffix=".npy.tmp") as tmp, open(tmp, "wb") as f:
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
                       "fortran_order": False, "shape": plan.shape}
             np.lib.format.write_array_header_1_0(f, header)
-            for _, _, chunk, _ in _iter_chunks(a, plan):
+            for _, _, chunk, _ in iter_thickness_chunks(a, plan):
                 f.write(np.ascontiguousarray(chunk, dtype="<f4").data)
         return plan.halo
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(a.shape):
@@ -566,8 +566,8 @@ def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
         )
     if not np.issubdtype(np.dtype(out.dtype), np.floating):
         raise ConfigError(f"out must have a floating-point dtype, got {out.dtype}")
-    plan = _plan(a, spacing, convention, chunk_slices, halo)
-    for z0, z1, chunk, _ in _iter_chunks(a, plan):
+    plan = thickness_plan(a, spacing, convention, chunk_slices, halo)
+    for z0, z1, chunk, _ in iter_thickness_chunks(a, plan):
         out[z0:z1] = chunk
     if hasattr(out, "flush"):
         out.flush()
@@ -628,7 +628,7 @@ def chunked_local_thickness(mask, *, spacing, convention: str = "corrected",
             "chunked_thickness_stats need no Dask)"
         ) from None
     a = _check_volume(mask, "mask")
-    plan = _plan(a, spacing, convention, chunk_slices, halo)
+    plan = thickness_plan(a, spacing, convention, chunk_slices, halo)
     _, ny, nx = plan.shape
     b = plan.halo.bounds
     if _is_dask(a):
@@ -686,9 +686,9 @@ def chunked_thickness_stats(mask, voi=None, *, spacing, convention: str = "corre
     """
     a = _check_volume(mask, "mask")
     v = None if voi is None else _check_volume(voi, "voi", shape=tuple(a.shape))
-    plan = _plan(a, spacing, convention, chunk_slices, halo)
-    moments = _Moments()
-    for z0, z1, chunk, sel in _iter_chunks(a, plan):
+    plan = thickness_plan(a, spacing, convention, chunk_slices, halo)
+    moments = Moments()
+    for z0, z1, chunk, sel in iter_thickness_chunks(a, plan):
         if v is not None:
             sel &= _read(v, z0, z1).view(bool)
         moments.add(chunk, sel)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._kernels.euler import config_histograms, euler_lut8
-from ..errors import ConfigError, SegmentationError
+from ..errors import ConfigError
 from ..spacing import normalize_spacing
-from .basic import _check_chunk_slices, as_mask, bounding_box
+from .arrays import check_chunk_slices, prepare_masks
 from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for
 
 __all__ = ["connectivity", "connectivity_chunked"]
@@ -22,38 +22,6 @@ __all__ = ["connectivity", "connectivity_chunked"]
 log = logging.getLogger(__name__)
 
 _LUT8 = euler_lut8()
-
-
-def _prepare_masks(
-    bone: np.ndarray, voi: np.ndarray | None, spacing: float | Sequence[float]
-) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
-    """Validate ``bone``/``voi`` (3-D masks of one shape, see :func:`.basic.as_mask`), refuse an
-    empty VOI and normalise ``spacing``; shared by connectivity, anisotropy and SMI.
-
-    Returns C-contiguous bool arrays (``voi`` stays ``None`` for the whole volume) and
-    ``(dz, dy, dx)`` in mm.
-    """
-    sp = normalize_spacing(spacing, 3)
-    bone = np.ascontiguousarray(as_mask(bone, "bone"))
-    if min(bone.shape) < 1:
-        raise ConfigError(f"bone is empty, got shape {bone.shape}")
-    if voi is not None:
-        voi = np.ascontiguousarray(as_mask(voi, "voi", bone.shape))
-        if not voi.any():
-            raise SegmentationError("the VOI is empty (no voxel selected)")
-    return bone, voi, sp  # type: ignore[return-value]
-
-
-def _voi_box(voi: np.ndarray | None, shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
-    """Slices of the VOI's bounding box grown by ``margin`` voxels (clipped to the image);
-    the whole image when ``voi`` is None. Cropping to it changes no result, only the work."""
-    if voi is None:
-        return tuple(slice(0, n) for n in shape)
-    box = bounding_box(voi)
-    return tuple(
-        slice(max(box[2 * ax] - margin, 0), min(box[2 * ax + 1] + margin, shape[ax]))
-        for ax in range(3)
-    )
 
 
 def _n_chunks(nz: int) -> int:
@@ -161,7 +129,7 @@ def connectivity(
     >>> connectivity(cube, spacing=0.01)["Euler"]
     1.0
     """
-    bone, voi, sp = _prepare_masks(bone, voi, spacing)
+    bone, voi, sp = prepare_masks(bone, voi, spacing)
     return connectivity_chunked(ArraySource(bone, voi), spacing=sp, context=context)
 
 
@@ -215,7 +183,7 @@ def connectivity_chunked(
     read from the source plus two uint8 copies of its in-plane crop.
     """
     sp = normalize_spacing(spacing, 3)
-    chunk_slices = _check_chunk_slices(chunk_slices)
+    chunk_slices = check_chunk_slices(chunk_slices)
     shape = tuple(int(n) for n in src.shape)
     if min(shape) < 1:
         raise ConfigError(f"bone is empty, got shape {shape}")

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import as_mask, bounding_box, crop
+from .arrays import as_mask, bounding_box, crop
 from .thickness import CONVENTIONS, local_thickness
 
 __all__ = ["CORTICAL_COLUMNS", "cortical_morphometry"]

@@ -16,13 +16,8 @@ from scipy import ndimage
 
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import (
-    _block_surface_sums,
-    _check_chunk_slices,
-    _surface_layout,
-    as_mask,
-    voxel_volume,
-)
+from .arrays import as_mask, check_chunk_slices
+from .basic import block_surface_sums, surface_layout, voxel_volume
 from .zsource import ArraySource, block_ranges
 
 __all__ = ["pattern_factor", "pattern_factor_chunked"]
@@ -140,7 +135,7 @@ def pattern_factor_chunked(src, *, spacing, neighbourhood: int = 6,
         raise ConfigError(f"neighbourhood must be 6 or 26, got {neighbourhood!r}")
     sp = normalize_spacing(spacing)
     sp_arr = np.asarray(sp, dtype=np.float64)
-    chunk_slices = _check_chunk_slices(chunk_slices)
+    chunk_slices = check_chunk_slices(chunk_slices)
     shape = tuple(int(n) for n in src.shape)
     nz = shape[0]
     box = src.voi_box()  # SegmentationError when the VOI is empty
@@ -148,7 +143,7 @@ def pattern_factor_chunked(src, *, spacing, neighbourhood: int = 6,
     # the dilation works on the VOI box ± _MARGIN in-plane; BS on the VOI box ± 1 inside it
     ysd = slice(max(y0 - _MARGIN, 0), min(y1 + _MARGIN, shape[1]))
     xsd = slice(max(x0 - _MARGIN, 0), min(x1 + _MARGIN, shape[2]))
-    ys, xs, mstep, rstep = _surface_layout(box, shape, chunk_slices)
+    ys, xs, mstep, rstep = surface_layout(box, shape, chunk_slices)
     ysi = slice(ys.start - ysd.start, ys.stop - ysd.start)
     xsi = slice(xs.start - xsd.start, xs.stop - xsd.start)
     structure = ndimage.generate_binary_structure(3, 1 if neighbourhood == 6 else 3)
@@ -167,9 +162,9 @@ def pattern_factor_chunked(src, *, spacing, neighbourhood: int = 6,
         n2 += int(np.count_nonzero(b2[own] & v))
         s0, s1 = max(zs - 1, 0), min(ze + 1, nz)
         part = (slice(s0 - lo, s1 - lo), ysi, xsi)
-        for s in _block_surface_sums(b1[part], s0, v, zs, ze, mstep, sp_arr, nz):
+        for s in block_surface_sums(b1[part], s0, v, zs, ze, mstep, sp_arr, nz):
             bs1 += s
-        for s in _block_surface_sums(b2[part], s0, v, zs, ze, mstep, sp_arr, nz):
+        for s in block_surface_sums(b2[part], s0, v, zs, ze, mstep, sp_arr, nz):
             bs2 += s
     if n2 == n1:
         raise SegmentationError(

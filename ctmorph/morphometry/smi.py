@@ -16,8 +16,7 @@ from skimage.measure import marching_cubes
 
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import _check_chunk_slices
-from .connectivity import _prepare_masks
+from .arrays import check_chunk_slices, prepare_masks
 from .zsource import ArraySource, ZSource
 
 __all__ = ["smi", "smi_chunked", "surface_area_derivative"]
@@ -263,7 +262,7 @@ def smi(
     Lorensen WE, Cline HE (1987). Marching cubes: a high resolution 3D surface construction
     algorithm. Comput Graph 21:163-169.
     """
-    bone, voi, sp = _prepare_masks(bone, voi, spacing)
+    bone, voi, sp = prepare_masks(bone, voi, spacing)
     _check_smooth(smooth)
     return smi_chunked(ArraySource(bone, voi), spacing=sp, smooth=smooth)
 
@@ -312,7 +311,7 @@ def smi_chunked(
     """
     sp = normalize_spacing(spacing, 3)
     _check_smooth(smooth)
-    chunk_slices = _check_chunk_slices(chunk_slices)
+    chunk_slices = check_chunk_slices(chunk_slices)
     shape = tuple(int(n) for n in src.shape)
     if min(shape) < 1:
         raise ConfigError(f"bone is empty, got shape {shape}")

@@ -14,9 +14,9 @@ from .._kernels.skeleton import OBJ, thin
 from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
-from .basic import _check_chunk_slices, as_mask, bounding_box, crop
-from .chunked import _iter_chunks, _plan, thickness_halo
-from .thickness import _thickness_map, distance_transform
+from .arrays import as_mask, bounding_box, check_chunk_slices, crop
+from .chunked import iter_thickness_chunks, thickness_halo, thickness_plan
+from .thickness import distance_transform, thickness_map
 from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
 
 __all__ = ["medial_skeleton", "midaxis_spacing", "midaxis_spacing_chunked", "trabecular_number"]
@@ -147,7 +147,7 @@ def midaxis_spacing(bone, voi=None, *, spacing, marrow_space=None) -> float:
     sel = crop(voi, (z0, z1, y0, y1, x0, x1)) & crop(phase, box)
     if not sel.any():
         raise SegmentationError("VOI holds only skeleton voxels: mid-axis spacing undefined")
-    tau = _thickness_map(phase, sp, "corrected", box)
+    tau = thickness_map(phase, sp, "corrected", box)
     _, mean, _, _ = masked_stats(tau, np.ascontiguousarray(sel))
     return float(mean) + float(np.mean(sp))
 
@@ -294,7 +294,7 @@ def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None =
     surface voxel) during thinning, then about ``chunk_slices + 2·halo`` slices of ~10 B/voxel.
     """
     sp = normalize_spacing(spacing)
-    c = _check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
+    c = check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
     try:
         vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()
     except SegmentationError:
@@ -306,11 +306,12 @@ def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None =
     zmap = _symmetric_index(np.arange(-m, nz + m), nz)
     bits = _mirrored_skeleton_bits(src, m, zmap, c)
     phase = _MirroredPhase(src, m, bits, zmap, c)
-    plan = _plan(phase, sp, "corrected", c, None)  # never all phase: the skeleton is not empty
+    # never all phase: the skeleton is not empty
+    plan = thickness_plan(phase, sp, "corrected", c, None)
     pz0, pz1 = vz0 + m, vz1 + m  # the VOI box in the mirrored image
     ys, xs = slice(vy0 + m, vy1 + m), slice(vx0 + m, vx1 + m)
     total, n = 0.0, 0
-    for z0, z1, tau, ph in _iter_chunks(phase, plan, zrange=(pz0, pz1)):
+    for z0, z1, tau, ph in iter_thickness_chunks(phase, plan, zrange=(pz0, pz1)):
         s0, s1 = max(z0, pz0), min(z1, pz1)
         sel = ph[s0 - z0:s1 - z0, ys, xs]
         sel &= read_phase(src, s0 - m, s1 - m, "voi")[:, vy0:vy1, vx0:vx1]

@@ -21,7 +21,7 @@ from .._kernels.thickness import (
 )
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .basic import as_mask
+from .arrays import as_mask
 
 __all__ = ["CONVENTIONS", "distance_transform", "local_thickness"]
 
@@ -32,14 +32,14 @@ CONVENTIONS = ("corrected", "uncorrected")
 # Largest squared distance (in units) for the exact table path (radius 512 units): integers
 # stay exact in float32 far beyond, and the table (7 float64 per value, 14 MB at the limit) and
 # its construction stay cheap. Larger balls take the floating-point path.
-_EXACT_LIMIT = 2**18
+EXACT_LIMIT = 2**18
 # Otherwise balls are shrunk by this relative amount (in squared radius), well above the
 # float32 rounding of the stored squared distances (~2e-7), so the background voxel that
 # defines a radius is never painted; voxels closer to the sphere than that are ambiguous anyway.
-_SHRINK = 1e-6
+SHRINK = 1e-6
 
 
-def _unit_weights(spacing: tuple[float, ...]) -> tuple[float, np.ndarray, bool]:
+def unit_weights(spacing: tuple[float, ...]) -> tuple[float, np.ndarray, bool]:
     """Split spacing into a length unit and squared voxel sizes in that unit.
 
     When the voxel-size ratios are (within 1e-9) fractions with small denominators, the unit is
@@ -63,7 +63,7 @@ def _unit_weights(spacing: tuple[float, ...]) -> tuple[float, np.ndarray, bool]:
     return s0 / den, np.asarray(w, dtype=np.float64) ** 2, True
 
 
-def _check_convention(convention: str) -> None:
+def check_convention(convention: str) -> None:
     if convention not in CONVENTIONS:
         raise ConfigError(
             f"convention must be one of {', '.join(map(repr, CONVENTIONS))}, got {convention!r}"
@@ -110,14 +110,14 @@ def distance_transform(mask, *, spacing) -> np.ndarray:
     [0.0, 0.5, 1.0, 1.5, 2.0]
     """
     mask = as_mask(mask)
-    unit, w2, _ = _unit_weights(normalize_spacing(spacing))
+    unit, w2, _ = unit_weights(normalize_spacing(spacing))
     d, _ = _squared_edt(mask, w2)
     np.sqrt(d, out=d)
     d *= np.float32(unit)
     return d
 
 
-def _ridges(d: np.ndarray, flag: np.ndarray, w2: np.ndarray, table: np.ndarray,
+def ridges(d: np.ndarray, flag: np.ndarray, w2: np.ndarray, table: np.ndarray,
             shrink: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ball centres that no other ball contains, from the squared EDT ``d``: per-slice
     ``offsets`` into their ``y``, ``x`` and squared radius arrays (``flag``, uint8 of
@@ -134,22 +134,22 @@ def _ridges(d: np.ndarray, flag: np.ndarray, w2: np.ndarray, table: np.ndarray,
     return offsets, ry, rx, rd
 
 
-def _thickness_map(mask: np.ndarray, spacing: tuple[float, ...], convention: str,
+def thickness_map(mask: np.ndarray, spacing: tuple[float, ...], convention: str,
                    box: tuple[int, int, int, int, int, int] | None = None) -> np.ndarray:
     """Local thickness of a validated mask (phase present, background present) over ``box``
     = ``(z0, z1, y0, y1, x0, x1)`` (default: the whole image); returns the box's map."""
-    unit, w2, exact = _unit_weights(spacing)
+    unit, w2, exact = unit_weights(spacing)
     d, flag = _squared_edt(mask, w2)
     dmax = float(d.max())
-    if exact and dmax < _EXACT_LIMIT:
+    if exact and dmax < EXACT_LIMIT:
         # integer squared distances, exact in float32: exact discrete containment test
         table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
         containment_table(w2, int(dmax), table)
         shrink = 1.0
     else:
         table = np.empty((0, 7), dtype=np.float64)
-        shrink = 1.0 - _SHRINK
-    offsets, ry, rx, rd = _ridges(d, flag, w2, table, shrink)
+        shrink = 1.0 - SHRINK
+    offsets, ry, rx, rd = ridges(d, flag, w2, table, shrink)
     del d, flag
     if box is None:
         box = (0, mask.shape[0], 0, mask.shape[1], 0, mask.shape[2])
@@ -223,7 +223,7 @@ def local_thickness(mask, *, spacing, convention: str = "corrected") -> np.ndarr
     >>> float(local_thickness(plate, spacing=1.0, convention="uncorrected").max())
     4.0
     """
-    _check_convention(convention)
+    check_convention(convention)
     mask = as_mask(mask)
     sp = normalize_spacing(spacing)
     n = np.count_nonzero(mask)
@@ -233,4 +233,4 @@ def local_thickness(mask, *, spacing, convention: str = "corrected") -> np.ndarr
         raise SegmentationError(
             "local thickness undefined: the phase fills the whole volume (no background voxel)"
         )
-    return _thickness_map(mask, sp, convention)
+    return thickness_map(mask, sp, convention)

@@ -12,9 +12,10 @@ from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
 from . import chunked as _chunked
-from .basic import _check_chunk_slices, as_mask, bone_surface, bounding_box, crop, voxel_volume
+from .arrays import as_mask, bounding_box, check_chunk_slices, crop
+from .basic import bone_surface, bone_surface_chunked, voxel_volume
 from .tbn import midaxis_spacing
-from .thickness import _check_convention, _thickness_map
+from .thickness import check_convention, thickness_map
 from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
 
 __all__ = ["TRABECULAR_COLUMNS", "TrabecularAnalysis", "trabecular_analysis",
@@ -137,7 +138,7 @@ def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
     Parameters and errors are those of :func:`trabecular_morphometry`; the maps (for
     histograms and for viewing) come at no extra cost.
     """
-    _check_convention(convention)
+    check_convention(convention)
     bone = as_mask(bone, "bone")
     voi = as_mask(voi, "voi", bone.shape)
     sp = normalize_spacing(spacing)
@@ -160,8 +161,8 @@ def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
     tv = n_voi * vv
     bv = n_bone * vv
     bs = bone_surface(bone, voi, spacing=sp)
-    th_map = _thickness_map(bone, sp, convention, box)
-    sp_map = _thickness_map(marrow, sp, convention, box)
+    th_map = thickness_map(bone, sp, convention, box)
+    sp_map = thickness_map(marrow, sp, convention, box)
     th, th_sd, th_max = _stats(th_map, bone_sel)
     spc, sp_sd, sp_max = _stats(sp_map, marrow_sel)
     del marrow
@@ -217,9 +218,9 @@ def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
     computed chunk by chunk with exact halos (:mod:`.chunked`); only chunks meeting the VOI
     slices ``zr`` are mapped."""
     phase = _LazyPhase(src, kind)
-    plan = _chunked._plan(phase, sp, convention, chunk_slices, None)
-    moments = _chunked._Moments()
-    for z0, z1, values, sel in _chunked._iter_chunks(phase, plan, zrange=zr):
+    plan = _chunked.thickness_plan(phase, sp, convention, chunk_slices, None)
+    moments = _chunked.Moments()
+    for z0, z1, values, sel in _chunked.iter_thickness_chunks(phase, plan, zrange=zr):
         sel &= read_phase(src, z0, z1, "voi")
         moments.add(values, sel)
         if on_chunk is not None:
@@ -265,13 +266,12 @@ def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
     thickness; the skeleton of Tb.N holds the VOI box (mirrored) as uint8 while it is thinned
     (see :func:`~ctmorph.morphometry.tbn.midaxis_spacing_chunked`).
     """
-    from .basic import bone_surface_chunked
     from .tbn import midaxis_spacing_chunked
 
-    _check_convention(convention)
+    check_convention(convention)
     sp = normalize_spacing(spacing)
     nz = int(src.shape[0])
-    step = _check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
+    step = check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
     box = src.voi_box()  # SegmentationError when empty
     n_voi = n_bone = n_marrow = 0
     for z0, z1 in block_ranges(box[0], box[1], step):

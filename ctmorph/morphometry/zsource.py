@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from ..errors import SegmentationError
-from .basic import as_mask, bounding_box
+from .arrays import as_mask, bounding_box
 
 __all__ = ["ArraySource", "Block", "ZSource", "block_ranges", "chunk_slices_for", "read_phase"]
 
