@@ -23,8 +23,6 @@ from . import __version__
 from .calibration import (
     attenuation_to_grey,
     check_settings,
-    density_metrics,
-    density_metrics_chunked,
     density_to_grey,
     grey_to_attenuation,
     grey_to_density,
@@ -44,6 +42,7 @@ from .morphometry import (
 )
 from .morphometry.anisotropy import anisotropy_chunked
 from .morphometry.connectivity import connectivity_chunked
+from .morphometry.density import density_metrics, density_metrics_chunked
 from .morphometry.pattern import pattern_factor_chunked
 from .morphometry.smi import smi_chunked
 from .morphometry.trabecular import trabecular_chunked

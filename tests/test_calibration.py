@@ -20,7 +20,6 @@ from ctmorph.calibration import (
     attenuation_to_grey,
     calibrate,
     check_settings,
-    density_metrics,
     density_to_grey,
     find_rods,
     grey_to_attenuation,
@@ -32,6 +31,7 @@ from ctmorph.calibration import (
 )
 from ctmorph.errors import CalibrationError, ConfigError
 from ctmorph.io import read_scan, write_nrecon_folder
+from ctmorph.morphometry.density import density_metrics
 from ctmorph.phantoms.rods import (
     DEFAULT_HA_MODEL,
     cs_window_for_levels,

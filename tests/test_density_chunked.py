@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ctmorph.calibration import Calibration, density_metrics, density_metrics_chunked
+from ctmorph.calibration import Calibration
 from ctmorph.errors import ConfigError
+from ctmorph.morphometry.density import density_metrics, density_metrics_chunked
 from ctmorph.morphometry.zsource import ArraySource
 
 CAL = Calibration(slope=12.0, intercept=-0.2, r_squared=1.0)

@@ -18,6 +18,7 @@ from .chunked import (
 )
 from .connectivity import connectivity, connectivity_chunked
 from .cortical import CORTICAL_COLUMNS, cortical_morphometry
+from .density import density_metrics, density_metrics_chunked
 from .pattern import pattern_factor, pattern_factor_chunked
 from .smi import smi, smi_chunked
 from .tbn import (
@@ -56,6 +57,8 @@ __all__ = [
     "thickness_halo",
     "write_local_thickness",
     "cortical_morphometry",
+    "density_metrics",
+    "density_metrics_chunked",
     "Fabric",
     "anisotropy",
     "connectivity",
