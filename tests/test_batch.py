@@ -139,15 +139,15 @@ def test_thread_budget_divides_cores_among_busy_workers(threads):
 
     import numba
 
-    from ctmorph.batch import _ThreadBudget
+    from ctmorph.batch.jobs import ThreadBudget
 
     busy = multiprocessing.get_context("spawn").Array("b", 3, lock=False)
-    a, b = _ThreadBudget(busy, 8, 0), _ThreadBudget(busy, 8, 1)  # two workers of one pool
+    a, b = ThreadBudget(busy, 8, 0), ThreadBudget(busy, 8, 1)  # two workers of one pool
     a.start()
     assert a.threads() == 8  # alone: every core
     b.start()
     assert a.threads() == b.threads() == 4
-    c = _ThreadBudget(busy, 8, 2)
+    c = ThreadBudget(busy, 8, 2)
     c.start()
     assert c.threads() == 2  # 8 // 3, never oversubscribed
     c.finish()
@@ -157,11 +157,11 @@ def test_thread_budget_divides_cores_among_busy_workers(threads):
     assert sum(busy) == 0
     # apply() sets numba's count, within the process's maximum
     top = numba.config.NUMBA_NUM_THREADS
-    d = _ThreadBudget(busy, top, 0)
+    d = ThreadBudget(busy, top, 0)
     d.start()
     threads(1)
     assert d.apply() == top == numba.get_num_threads()
-    e = _ThreadBudget(busy, top, 1)
+    e = ThreadBudget(busy, top, 1)
     e.start()
     assert d.apply() == max(1, top // 2) == numba.get_num_threads()
     d.finish()
@@ -175,18 +175,18 @@ def test_pool_worker_alone_gets_all_threads_and_logs_reach_the_parent(scans, tmp
 
     import numba
 
-    from ctmorph.batch import _Job, _process_pool, _run_job, default_jobs
+    from ctmorph.batch.jobs import Job, default_jobs, process_pool, run_job
     from ctmorph.io import read_scan
 
     caplog.set_level(logging.INFO, logger="ctmorph")
     cfg = CFG.replace(threshold=128.0, voxel_size_um=12.0)  # the override logs a warning
-    with _process_pool(2) as pool:
+    with process_pool(2) as pool:
         # the header is read in a worker, as the run's first phase does
-        from ctmorph.batch import _probe
+        from ctmorph.batch.plan import probe_scan
 
-        [(_, probe)] = pool.map_unordered(_probe, [("s0", ("s0", scans / "s0", cfg, None))])
-        job = _Job("s0", probe.scan, "g", cfg, 128.0, "fixed", tmp_path, False, True)
-        [(_, outcome)] = pool.map_unordered(_run_job, [(job, (job,))])
+        [(_, probe)] = pool.map_unordered(probe_scan, [("s0", ("s0", scans / "s0", cfg, None))])
+        job = Job("s0", probe.scan, "g", cfg, 128.0, "fixed", tmp_path, False, True)
+        [(_, outcome)] = pool.map_unordered(run_job, [(job, (job,))])
     here = read_scan(scans / "s0", voxel_size_um=12.0)
     assert (probe.scan.name, probe.scan.shape, probe.scan.voxel_size_um) == \
         (here.name, here.shape, here.voxel_size_um) == ("s0", (40, 48, 48), 12.0)

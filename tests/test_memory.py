@@ -40,7 +40,7 @@ def test_the_allocator_is_tuned_only_when_the_caller_owns_the_process(
     write_nrecon_folder(tmp_path / "s0", grey_from_mask(mask, seed=0), voxel_size_um=10.0,
                         file_type="bmp")
     seen = []
-    monkeypatch.setattr(batch, "configure_for_scan", seen.append)
+    monkeypatch.setattr(batch.jobs, "configure_for_scan", seen.append)
     s = batch.run_analysis([tmp_path / "s0"], tmp_path / "out",
                            AnalysisConfig(roi="full", threshold=128.0), write_qc=False,
                            tune_allocator=tune)
