@@ -73,7 +73,7 @@ with tempfile.TemporaryDirectory() as d:
     write_nrecon_folder(folder, f.grey, voxel_size_um=20.0, round_roi=True)
     cfg = AnalysisConfig(threshold=132.0, roi_offset_mm=0.5, roi_height_mm=1.0)
     pipeline.measure_scan(folder, cfg)
-    pipeline._CHUNKED_MEASURE_VOXELS = 0  # the block-wise measure path's kernels too
+    pipeline.store.CHUNKED_MEASURE_VOXELS = 0  # the block-wise measure path's kernels too
     pipeline.measure_scan(folder, cfg)
 """
 

@@ -1,6 +1,6 @@
 """A large VOI slab measured block by block equals the same slab measured in memory.
 
-``measure_scan`` packs a VOI slab of more than ``_CHUNKED_MEASURE_VOXELS`` voxels into a
+``measure_scan`` packs a VOI slab of more than ``CHUNKED_MEASURE_VOXELS`` voxels into a
 ``_SlabStore`` (in memory up to ``_STORE_RAM_BYTES``, else a temporary file) and computes every
 column from z-blocks (``*_chunked`` functions). The tests force that path on a small femur by
 monkeypatching the two limits and compare it with the in-memory path of the same run, which
@@ -55,18 +55,18 @@ def results(femur_folder, calibration_file):
     cfg = AnalysisConfig(**CFG, calibration=str(calibration_file))
     mp = pytest.MonkeyPatch()
     stores = []
-    measure_store = pipeline._measure_store
+    measure_store = pipeline.measure.measure_store
 
     def spy(store, *args, **kwargs):
         stores.append(store.in_memory)
         return measure_store(store, *args, **kwargs)
 
     try:
-        mp.setattr(pipeline, "_measure_store", spy)
+        mp.setattr(pipeline.scan, "measure_store", spy)
         in_memory = pipeline.measure_scan(femur_folder, cfg)
-        mp.setattr(pipeline, "_CHUNKED_MEASURE_VOXELS", 0)
+        mp.setattr(pipeline.store, "CHUNKED_MEASURE_VOXELS", 0)
         packed_ram = pipeline.measure_scan(femur_folder, cfg)
-        mp.setattr(pipeline, "_STORE_RAM_BYTES", 0)
+        mp.setattr(pipeline.store, "STORE_RAM_BYTES", 0)
         packed_file = pipeline.measure_scan(femur_folder, cfg)
     finally:
         mp.undo()
@@ -121,7 +121,7 @@ def _slab(seed=0, shape=(13, 9, 11)):
 @pytest.mark.parametrize("in_memory", [True, False], ids=["ram", "file"])
 def test_store_reads_back_what_was_written(in_memory):
     bone, region = _slab()
-    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=in_memory)
+    store = pipeline.store.SlabStore(bone.shape, (3, 10), in_memory=in_memory)
     for z0, z1 in ((0, 4), (4, 5), (5, 13)):  # uneven writes
         store.write(z0, bone[z0:z1].copy(), region[z0:z1].copy())
     voi = np.zeros_like(region)
@@ -159,21 +159,21 @@ def test_array_source_phases_equal_its_blocks(with_voi, with_space):
 def test_store_keeps_grey_when_asked(in_memory):
     bone, region = _slab(seed=5)
     grey = np.random.default_rng(5).integers(0, 65535, bone.shape).astype(np.uint16)
-    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=in_memory, grey_dtype=np.uint16)
+    store = pipeline.store.SlabStore(bone.shape, (3, 10), in_memory=in_memory, grey_dtype=np.uint16)
     for z0, z1 in ((0, 6), (6, 13)):
         store.write(z0, bone[z0:z1].copy(), region[z0:z1].copy(), grey[z0:z1])
     for z0, z1 in ((0, 13), (4, 9), (12, 13)):
         got = store.read_grey(z0, z1)
         assert got.dtype == np.uint16 and np.array_equal(got, grey[z0:z1])
     store.close()
-    plain = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)
+    plain = pipeline.store.SlabStore(bone.shape, (3, 10), in_memory=True)
     with pytest.raises(ValueError, match="keeps no grey"):
         plain.read_grey(0, 1)
 
 
 def test_store_refuses_writes_out_of_order_and_empty_voi():
     bone, region = _slab()
-    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)
+    store = pipeline.store.SlabStore(bone.shape, (3, 10), in_memory=True)
     with pytest.raises(AssertionError, match="out of order"):
         store.write(2, bone[2:4], region[2:4])
     store.write(0, bone, np.zeros_like(region))
@@ -265,7 +265,7 @@ def test_chunk_slices_must_be_a_positive_integer(bad):
 
 def test_unknown_phase_is_a_clear_error():
     bone, region = _slab()
-    store = pipeline._SlabStore(bone.shape, (3, 10), in_memory=True)
+    store = pipeline.store.SlabStore(bone.shape, (3, 10), in_memory=True)
     store.write(0, bone, region)
     for src in (store, ArraySource(bone, None, region)):
         with pytest.raises(ValueError, match="unknown phase 'cortex'"):

@@ -77,9 +77,9 @@ def whole(femur_scan):
 
 def _force_streaming(monkeypatch, chunk_slices: int = 16, map_slices: int = 4,
                      pixels: int = 96 * 96) -> None:
-    monkeypatch.setattr(pipeline, "_CACHE_BYTES", 0)
-    monkeypatch.setattr(pipeline, "_CHUNK_VOXELS", chunk_slices * pixels)
-    monkeypatch.setattr(pipeline, "_MAP_VOXELS", map_slices * pixels)
+    monkeypatch.setattr(pipeline.stream, "CACHE_BYTES", 0)
+    monkeypatch.setattr(pipeline.stream, "CHUNK_VOXELS", chunk_slices * pixels)
+    monkeypatch.setattr(pipeline.stream, "MAP_VOXELS", map_slices * pixels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_segmenter_chunk_equals_whole_volume(whole, monkeypatch, cache):
     scan, grey, valid, bone, _, cfg = whole
     if not cache:
         _force_streaming(monkeypatch)
-    seg = pipeline._Segmenter(scan, THR, cfg)
+    seg = pipeline.stream.Segmenter(scan, THR, cfg)
     assert seg.halos == [16, max(cfg.min_bone_voxels, cfg.min_marrow_voxels) - 1,
                          cfg.min_bone_voxels + cfg.min_marrow_voxels]
     for s, e in RANGES + RANGES[:3]:  # the repeats come from the cache when it is on
@@ -214,14 +214,14 @@ def test_segmenter_needs_long_halos_on_a_speckled_scan(tmp_path, monkeypatch):
     assert (raw != ref).sum() > 50  # despeckle matters on this scan
     _force_streaming(monkeypatch, pixels=64 * 64)
     nz = scan.shape[0]
-    seg = pipeline._Segmenter(scan, THR, cfg)
+    seg = pipeline.stream.Segmenter(scan, THR, cfg)
     assert seg.halos == [16, 29, 60]  # 16, max(30, 30) - 1, 30 + 30
     for s in range(0, nz, 5):
         e = min(nz, s + 5)
         assert np.array_equal(seg.chunk(s, e)[0], ref[s:e]), (s, e)
     assert seg.retries == 0  # (before the two-labelling proof: 14 of 16 chunks retried)
-    monkeypatch.setattr(pipeline, "_HALOS", (1, 4))
-    seg = pipeline._Segmenter(scan, THR, cfg)
+    monkeypatch.setattr(pipeline.stream, "HALOS", (1, 4))
+    seg = pipeline.stream.Segmenter(scan, THR, cfg)
     assert seg.halos == [1, 4, 29, 60]
     for s in range(0, nz, 5):
         e = min(nz, s + 5)
@@ -238,13 +238,13 @@ def streamed_pass1(whole):
     scan, _, _, _, _, cfg = whole
     with pytest.MonkeyPatch.context() as mp:
         _force_streaming(mp, chunk_slices=16, map_slices=5)  # map chunks straddle chunks
-        seg = pipeline._Segmenter(scan, THR, cfg)
-        p1 = pipeline._pass1(scan, seg, keep_volume=False, need_hist=True)
-        plate = pipeline._locate(seg, p1.femur, cfg, offset_mm=cfg.roi_offset_mm,
+        seg = pipeline.stream.Segmenter(scan, THR, cfg)
+        p1 = pipeline.stream.stream_pass(scan, seg, keep_volume=False, need_hist=True)
+        plate = pipeline.stream.locate_voi(seg, p1.femur, cfg, offset_mm=cfg.roi_offset_mm,
                                  height_mm=cfg.roi_height_mm, sections=np.asarray(scan.sections))
         ctx = int(round(cfg.context_mm / scan.spacing[0]))
         a, b = max(0, plate.z0 - ctx), min(scan.shape[0], plate.z1 + ctx)
-        slab = pipeline._load_slab(seg, a, b, plate.filled, p1.femur, pad=max(ctx, 2),
+        slab = pipeline.store.load_slab(seg, a, b, plate.filled, p1.femur, pad=max(ctx, 2),
                                    want_grey=True, want_envelope=True)
     return seg, p1, plate, slab, (a, b)
 

@@ -281,7 +281,7 @@ def _keep_review_views(exc: CtmorphError, job: Job) -> None:
     views = getattr(exc, "review", None)
     if views is None or not job.write_qc:
         return
-    from .qc import write_review_views
+    from ..qc import write_review_views
 
     try:
         write_review_views(views, job.out / job.name / "qc")

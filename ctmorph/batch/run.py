@@ -226,7 +226,7 @@ def run_analysis(
     if not scheduler:
         kwargs["tune_allocator"] = tune_allocator
         return _analyse(paths, out_dir, config, client=None, **kwargs)
-    from .distributed import check_versions, connect
+    from ..distributed import check_versions, connect
 
     with connect(scheduler, security=security) as client:  # fails fast, before any reading
         check_versions(client)
@@ -357,7 +357,7 @@ def _analyse(
                 on_scan_done(outcome.row, outcome.seconds)
 
         if client is not None:
-            from .distributed import map_unordered, numba_threads_per_task
+            from ..distributed import map_unordered, numba_threads_per_task
 
             threads = numba_threads_per_task(client)
             work = [dataclasses.replace(job, numba_threads=threads) for job in work]
@@ -435,7 +435,7 @@ def _write_run_outputs(out: Path, rows: list[dict[str, Any]], run_info: dict[str
         lambda: atomic_write_text(out / "run.json", json_text(run_info)),
     ]
     if write_qc:
-        from .qc import write_qc_overview
+        from ..qc import write_qc_overview
 
         steps.append(lambda: write_qc_overview(out, rows))
     errors: list[OutputError] = []
