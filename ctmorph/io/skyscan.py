@@ -12,27 +12,32 @@ prefixes anonymised, so the folder listing is the final word on which files are 
 depth comes from the slice files, never from the log's ``Depth (bits)`` (the projections').
 """
 
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import math
 import os
-import re
 import unicodedata
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
-from PIL import Image
 
 from ..errors import ConfigError, ScanError
 from ..spacing import normalize_spacing
+from .log import SkyscanLog, lenient_number, parse_log
+from .names import IMAGE_RE, PREVIEW_RE
+from .slices import (
+    dominant_series,
+    read_header,
+    read_pixels,
+    series_for_prefix,
+)
 
 __all__ = ["SkyscanLog", "parse_log", "Scan", "read_scan", "find_scan_dirs", "scan_name",
            "normalize_name"]
@@ -41,442 +46,8 @@ logger = logging.getLogger(__name__)
 
 StrPath = str | PathLike[str]
 
-_SECTION_RE = re.compile(r"^\s*\[([^\]]+)\]\s*$")
-_IMAGE_EXTS = ("bmp", "tif", "tiff", "png", "jpg", "jpeg")
-_IMAGE_RE = re.compile(r"^(.*?)(\d+)\.(" + "|".join(_IMAGE_EXTS) + r")$", re.IGNORECASE)
-_PREVIEW_RE = re.compile(r"_spr\.[a-z]+$", re.IGNORECASE)
-_EXT_CANON = {"tiff": "tif", "jpeg": "jpg"}
-# Keys (normalised: lower case, single spaces) that different NRecon versions spell differently.
-# The first spelling of each group is the canonical one.
-_ALIAS_GROUPS = (
-    ("minimum for cs to image conversion", "mininum for cs to image conversion"),
-    ("pixel size (um)", "pixel size (µm)"),
-    ("image pixel size (um)", "image pixel size (µm)"),
-    ("source current (ua)", "source current (µa)"),
-    ("reconstruction program", "program"),
-)
-_ALIASES = {key: group for group in _ALIAS_GROUPS for key in group}
-# Keys whose presence in [Reconstruction] marks an NRecon reconstruction log; sub-scan logs
-# (``NAME~00.log``) also carry a [Reconstruction] section but with none of these keys.
-_RECON_KEYS = ("pixel size (um)", "first section", "result file type", "sections count")
 _HASH_CHUNK = 1 << 20
 
-
-def _norm_key(key: str) -> str:
-    return " ".join(key.split()).lower()
-
-
-def _canon_ext(ext: str) -> str:
-    ext = ext.lower()
-    return _EXT_CANON.get(ext, ext)
-
-
-# ---------------------------------------------------------------------------------------------
-# Log
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SkyscanLog:
-    """A parsed SkyScan/NRecon log.
-
-    Parameters
-    ----------
-    path : pathlib.Path or None
-        The log file (None for a log built from text).
-    sections : mapping of str -> mapping of str -> str
-        Section name as written (``'Reconstruction'``) -> {normalised key (lower case, single
-        spaces) -> value string with surrounding blanks removed}. Keys repeated in different
-        sections stay apart.
-
-    Notes
-    -----
-    Properties are None when the log does not say; a value that is present but not a number
-    where one is needed raises :class:`~ctmorph.errors.ScanError` naming the log and the key.
-    """
-
-    path: Path | None
-    sections: Mapping[str, Mapping[str, str]]
-
-    def _section(self, section: str) -> Mapping[str, str] | None:
-        wanted = _norm_key(section)
-        for name, values in self.sections.items():
-            if _norm_key(name) == wanted:
-                return values
-        return None
-
-    def get(self, section: str, key: str, default: str | None = None) -> str | None:
-        """Value of ``key`` in ``section``, matched case-insensitively and through known aliases.
-
-        Parameters
-        ----------
-        section : str
-            Section name without brackets, e.g. ``'Reconstruction'``.
-        key : str
-            Key as NRecon writes it, e.g. ``'Minimum for CS to Image Conversion'`` (also finds the
-            old misspelling ``'Mininum ...'``).
-        default : str, optional
-            Returned when the section or key is absent.
-
-        Returns
-        -------
-        str or None
-            The raw value string.
-        """
-        values = self._section(section)
-        if values is None:
-            return default
-        norm = _norm_key(key)
-        for candidate in _ALIASES.get(norm, (norm,)):
-            if candidate in values:
-                return values[candidate]
-        return default
-
-    def _number(self, section: str, key: str, kind: type[int] | type[float]) -> Any:
-        raw = self.get(section, key)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = kind(raw)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise ScanError(f"{self._where()}: [{section}] {key}={raw!r} is not {what}") from None
-        if kind is float and not math.isfinite(value):
-            raise ScanError(f"{self._where()}: [{section}] {key}={raw!r} is not finite")
-        return value
-
-    def _where(self) -> str:
-        return str(self.path) if self.path is not None else "<log>"
-
-    @property
-    def scanner(self) -> str | None:
-        """Scanner model, [System] ``Scanner`` (e.g. ``'Skyscan1172'``, ``'SkyScan1272'``)."""
-        return self.get("System", "Scanner") or self.get("Reconstruction", "Dataset Origin")
-
-    @property
-    def voxel_size_um(self) -> float | None:
-        """Reconstructed voxel size in µm, [Reconstruction] ``Pixel Size (um)``.
-
-        Not [Acquisition] ``Image Pixel Size (um)``, which is the projection pixel.
-        """
-        return self._number("Reconstruction", "Pixel Size (um)", float)
-
-    @property
-    def first_section(self) -> int | None:
-        """First reconstructed section number, [Reconstruction] ``First Section``."""
-        return self._number("Reconstruction", "First Section", int)
-
-    @property
-    def last_section(self) -> int | None:
-        """Last reconstructed section number, [Reconstruction] ``Last Section``."""
-        return self._number("Reconstruction", "Last Section", int)
-
-    @property
-    def index_length(self) -> int | None:
-        """Digits of the section index in slice names.
-
-        [File name convention] ``Filename Index Length``, else the [Acquisition] one (which
-        describes the projections and is only a hint for the slices).
-        """
-        for section in ("File name convention", "Acquisition"):
-            value = self._number(section, "Filename Index Length", int)
-            if value is not None:
-                return value
-        return None
-
-    @property
-    def prefix(self) -> str | None:
-        """Slice file prefix, [File name convention] ``Filename Prefix`` (normally ``NAME_rec``)."""
-        return self.get("File name convention", "Filename Prefix") or None
-
-    @property
-    def result_file_type(self) -> str | None:
-        """Slice file extension in lower case (``'bmp'``, ``'tif'``, ``'png'``, ``'jpg'``)."""
-        raw = self.get("Reconstruction", "Result File Type")
-        return _canon_ext(raw.strip()) if raw else None
-
-    @property
-    def cs_min(self) -> float | None:
-        """Attenuation mapped to grey 0, [Reconstruction] ``Minimum for CS to Image Conversion``."""
-        return self._number("Reconstruction", "Minimum for CS to Image Conversion", float)
-
-    @property
-    def cs_max(self) -> float | None:
-        """Attenuation mapped to the top grey, ``Maximum for CS to Image Conversion``."""
-        return self._number("Reconstruction", "Maximum for CS to Image Conversion", float)
-
-    @property
-    def round_roi(self) -> bool:
-        """True for ``Reconstruction from ROI=ON_ROUND`` (exact zeros outside the circle)."""
-        value = self.get("Reconstruction", "Reconstruction from ROI") or ""
-        return value.strip().upper() == "ON_ROUND"
-
-    @property
-    def is_reconstruction_log(self) -> bool:
-        """True when [Reconstruction] describes a reconstruction (not a scan or sub-scan log)."""
-        return self.reconstruction_problem is None
-
-    @property
-    def reconstruction_problem(self) -> str | None:
-        """Why the log describes no reconstruction (a scan or sub-scan log), or None if it does.
-
-        Returns
-        -------
-        str or None
-            ``'has no [Reconstruction] section'`` (a scan log), or ``'its [Reconstruction]
-            section has none of ...'`` (a sub-scan log); None for a reconstruction log.
-        """
-        values = self._section("Reconstruction")
-        if values is None:
-            return "has no [Reconstruction] section"
-        if not any(key in values for key in _RECON_KEYS):
-            return (
-                "its [Reconstruction] section has none of Pixel Size (um), First Section, "
-                "Result File Type, Sections Count (a sub-scan log)"
-            )
-        return None
-
-    def settings(self) -> dict[str, Any]:
-        """Acquisition and reconstruction settings that matter for calibration and provenance.
-
-        Returns
-        -------
-        dict
-            Flat, JSON-serialisable, snake_case keys, None where the log is silent: ``scanner``,
-            ``source_voltage_kv`` (kV), ``source_current_ua`` (µA), ``filter``,
-            ``projection_pixel_size_um`` (µm), ``voxel_size_um`` (µm), ``smoothing``,
-            ``smoothing_kernel``, ``ring_artifact_correction``,
-            ``beam_hardening_correction_percent`` (%), ``filter_type_description``, ``cs_min``,
-            ``cs_max`` (NRecon attenuation units), ``reconstruction_program``,
-            ``program_version``, ``roi_mode`` (``'OFF'``, ``'ON'``, ``'ON_ROUND'``). Numbers
-            that are not numbers in the log (anonymised ``####``) are kept as strings.
-        """
-        acq, rec = "Acquisition", "Reconstruction"
-        version = self.get(rec, "Program Version")
-        if version is not None:
-            version = re.sub(r"^\s*version\s*:?\s*", "", version, flags=re.IGNORECASE)
-        return {
-            "scanner": self.scanner,
-            "source_voltage_kv": _lenient(self.get(acq, "Source Voltage (kV)"), float),
-            "source_current_ua": _lenient(self.get(acq, "Source Current (uA)"), float),
-            "filter": self.get(acq, "Filter"),
-            "projection_pixel_size_um": _lenient(self.get(acq, "Image Pixel Size (um)"), float),
-            "voxel_size_um": _lenient(self.get(rec, "Pixel Size (um)"), float),
-            "smoothing": _lenient(self.get(rec, "Smoothing"), int),
-            "smoothing_kernel": self.get(rec, "Smoothing kernel"),
-            "ring_artifact_correction": _lenient(self.get(rec, "Ring Artifact Correction"), int),
-            "beam_hardening_correction_percent": _lenient(
-                self.get(rec, "Beam Hardening Correction (%)"), float
-            ),
-            "filter_type_description": self.get(rec, "Filter type description"),
-            "cs_min": _lenient(self.get(rec, "Minimum for CS to Image Conversion"), float),
-            "cs_max": _lenient(self.get(rec, "Maximum for CS to Image Conversion"), float),
-            "reconstruction_program": self.get(rec, "Reconstruction Program"),
-            "program_version": version,
-            "roi_mode": self.get(rec, "Reconstruction from ROI"),
-        }
-
-
-def _lenient(raw: str | None, kind: type[int] | type[float]) -> int | float | str | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        return raw
-    return value if math.isfinite(value) else raw
-
-
-def parse_log(path: StrPath) -> SkyscanLog:
-    """Parse a SkyScan/NRecon log file.
-
-    Parameters
-    ----------
-    path : str or path
-        The ``.log`` file (scan, sub-scan or reconstruction log).
-
-    Returns
-    -------
-    SkyscanLog
-
-    Raises
-    ------
-    ScanError
-        If the file cannot be read or is not an INI-like log (binary, or no ``[Section]`` with
-        ``key=value`` lines).
-
-    Notes
-    -----
-    CRLF, LF and CR line ends; UTF-8 is tried first, then cp1252 (latin-1 as a last resort).
-    Lines without ``=`` and lines before the first section are ignored. Within a section the first
-    occurrence of a key wins.
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ScanError(f"{path}: cannot read log ({exc.strerror or exc})") from None
-    if b"\x00" in data:
-        raise ScanError(f"{path}: not a SkyScan log (binary content)")
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
-        try:
-            text = data.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
-    sections: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    n_values = 0
-    for line in text.splitlines():
-        header = _SECTION_RE.match(line)
-        if header:
-            current = sections.setdefault(header.group(1).strip(), {})
-            continue
-        if current is None or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        key = _norm_key(key)
-        if key and key not in current:
-            current[key] = value.strip()
-            n_values += 1
-    if not sections or n_values == 0:
-        raise ScanError(f"{path}: not a SkyScan log (no [section] with key=value lines)")
-    return SkyscanLog(path=path, sections=sections)
-
-
-# ---------------------------------------------------------------------------------------------
-# Slice files
-# ---------------------------------------------------------------------------------------------
-
-
-def _collapse_rgb(arr: np.ndarray) -> np.ndarray:
-    """(Y, X, C) colour or grey+alpha -> (Y, X) grey, exact when the channels are equal."""
-    if arr.shape[-1] in (2, 4):  # drop alpha
-        arr = arr[..., :-1]
-    grey = arr[..., 0]
-    if all(np.array_equal(grey, arr[..., c]) for c in range(1, arr.shape[-1])):
-        return np.ascontiguousarray(grey)
-    weights = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma
-    return np.rint(arr[..., :3] @ weights).astype(arr.dtype)
-
-
-_PIL_DTYPES = {
-    "1": np.uint8,
-    "L": np.uint8,
-    "P": np.uint8,
-    "LA": np.uint8,
-    "RGB": np.uint8,
-    "RGBA": np.uint8,
-    "I;16": np.uint16,
-    "I;16L": np.uint16,
-    "I;16B": np.uint16,
-    "I": np.uint16,  # Pillow opens 16-bit greyscale PNGs as mode "I" in some versions
-}
-
-
-def _read_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
-    """(ny, nx) and dtype of a slice file, reading its header only."""
-    try:
-        if path.stat().st_size == 0:
-            raise ScanError(f"{path}: empty file (0 bytes)")
-        if _canon_ext(path.suffix[1:]) == "tif":
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                shape, dtype = (int(page.imagelength), int(page.imagewidth)), page.dtype
-        else:
-            with Image.open(path) as im:
-                (nx, ny), mode = im.size, im.mode
-            shape = (ny, nx)
-            if mode not in _PIL_DTYPES:
-                raise ScanError(f"{path}: unsupported image mode {mode!r} (need greyscale)")
-            dtype = _PIL_DTYPES[mode]
-    except ScanError:
-        raise
-    except Exception as exc:  # any decoder failure means a bad slice file
-        raise ScanError(f"{path}: cannot read slice header ({exc})") from None
-    dtype = np.dtype(dtype)
-    if dtype not in (np.uint8, np.uint16):
-        raise ScanError(f"{path}: {dtype} slices are not supported (uint8 or uint16 only)")
-    return shape, dtype
-
-
-def _read_pixels(path: Path) -> np.ndarray:
-    if _canon_ext(path.suffix[1:]) == "tif":
-        arr = tifffile.imread(path, key=0)
-    else:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGB")  # exact grey for a grey palette; luma otherwise
-            arr = np.asarray(im)
-            if im.mode == "1":
-                arr = arr.astype(np.uint8) * np.uint8(255)
-            elif im.mode == "I":
-                if arr.size and (arr.min() < 0 or arr.max() > 65535):
-                    raise ValueError("32-bit values outside 0..65535")
-                arr = arr.astype(np.uint16)
-            elif im.mode.startswith("I;16"):
-                arr = arr.astype(np.uint16)  # native byte order
-    if arr.ndim == 3:
-        arr = _collapse_rgb(arr)
-    return arr
-
-
-def _split_names(
-    images: Sequence[Path], index_length: int | None
-) -> dict[tuple[str, str], list[tuple[str, Path]]]:
-    """Group slice-like files by (prefix, extension) -> [(digits, path)].
-
-    The section index is the trailing run of digits, or exactly ``index_length`` trailing digits
-    when the log says so (so a prefix ending in digits, ``Tooth001_0001``, splits right).
-    """
-    groups: dict[tuple[str, str], list[tuple[str, Path]]] = defaultdict(list)
-    for path in images:
-        match = _IMAGE_RE.match(path.name)
-        if match is None:
-            continue
-        prefix, digits, ext = match.groups()
-        if index_length and len(digits) > index_length:
-            prefix, digits = prefix + digits[:-index_length], digits[-index_length:]
-        groups[(prefix, _canon_ext(ext))].append((digits, path))
-    return groups
-
-
-def _series_for_prefix(
-    prefix: str, images: Sequence[Path], file_type: str | None
-) -> tuple[str, str, list[tuple[int, Path]]] | None:
-    """Files ``<prefix><digits>.<ext>``, preferring the log's extension; None if there are none."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.(" + "|".join(_IMAGE_EXTS) + r")$", re.I)
-    by_ext: dict[str, list[tuple[int, Path]]] = defaultdict(list)
-    for path in images:
-        match = pattern.match(path.name)
-        if match:
-            by_ext[_canon_ext(match.group(2))].append((int(match.group(1)), path))
-    if not by_ext:
-        return None
-    ext = file_type if file_type in by_ext else max(by_ext, key=lambda e: (len(by_ext[e]), e))
-    actual_prefix = by_ext[ext][0][1].name[: len(prefix)]
-    return actual_prefix, ext, by_ext[ext]
-
-
-def _dominant_series(
-    folder: Path, images: Sequence[Path], log: SkyscanLog | None
-) -> tuple[str, str, list[tuple[int, Path]]]:
-    """The largest group of ``<prefix><digits>.<ext>`` files, preferring what the log says."""
-    index_length = log.index_length if log is not None else None
-    file_type = log.result_file_type if log is not None else None
-    groups = _split_names(images, index_length)
-
-    def rank(item: tuple[tuple[str, str], list[tuple[str, Path]]]) -> tuple[int, bool, bool]:
-        (prefix, ext), members = item
-        return len(members), ext == file_type, prefix.lower().endswith("_rec")
-
-    ranked = sorted(groups.items(), key=rank, reverse=True)
-    if len(ranked) > 1 and rank(ranked[0]) == rank(ranked[1]):
-        names = ", ".join(f"{p}*.{e} ({len(m)} files)" for (p, e), m in ranked[:3])
-        raise ScanError(f"{folder}: several slice series of equal size, cannot choose: {names}")
-    (prefix, ext), members = ranked[0]
-    return prefix, ext, [(int(digits), path) for digits, path in members]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -574,7 +145,7 @@ class Scan:
             raise IndexError(f"slice {i} out of range for {self.name} ({nz} slices)")
         path = self.files[i]
         try:
-            arr = _read_pixels(path)
+            arr = read_pixels(path)
         except Exception as exc:  # any decoder failure means a bad slice file
             raise ScanError(f"{path}: cannot read slice ({exc})") from None
         if arr.shape != self.shape[1:]:
@@ -678,7 +249,7 @@ def _list_folder(folder: Path) -> list[Path]:
 
 def _is_slice_name(name: str) -> bool:
     """``<prefix><digits>.<image ext>`` and not a ``*_spr`` preview."""
-    return bool(_IMAGE_RE.match(name)) and not _PREVIEW_RE.search(name)
+    return bool(IMAGE_RE.match(name)) and not PREVIEW_RE.search(name)
 
 
 def _slice_candidates(entries: Sequence[Path]) -> list[Path]:
@@ -735,7 +306,7 @@ def _choose_series(
     matched = {}
     for log in logs:
         prefix = _expected_prefix(log)
-        series = _series_for_prefix(prefix, images, log.result_file_type) if prefix else None
+        series = series_for_prefix(prefix, images, log.result_file_type) if prefix else None
         if series is not None:
             matched.setdefault(series[:2], (log, series))
     candidates = list(matched.values())
@@ -757,7 +328,7 @@ def _choose_series(
             len(logs),
             log.path.name if log and log.path else None,
         )
-    prefix, ext, members = _dominant_series(folder, images, log)
+    prefix, ext, members = dominant_series(folder, images, log)
     if log is not None:
         logger.warning(
             "%s: log prefix %r matches no files (renamed or anonymised); using %s*.%s (%d files)",
@@ -842,9 +413,9 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
 
     voxel, source = _voxel_size(folder, log, voxel_size_um, no_log_reason)
 
-    (ny, nx), dtype = _read_header(files[0])
+    (ny, nx), dtype = read_header(files[0])
     for other in files[1:]:
-        shape_k, dtype_k = _read_header(other)
+        shape_k, dtype_k = read_header(other)
         if shape_k != (ny, nx):
             raise ScanError(
                 f"{other}: slice is {_size(shape_k)} pixels but {files[0].name} is {ny}x{nx}"
@@ -881,7 +452,7 @@ def read_scan(path: StrPath, *, voxel_size_um: float | None = None) -> Scan:
 
 def _log_int(log: SkyscanLog, key: str) -> int | None:
     """[Reconstruction] integer used only for consistency checks; None if absent or not a number."""
-    value = _lenient(log.get("Reconstruction", key), int)
+    value = lenient_number(log.get("Reconstruction", key), int)
     return value if isinstance(value, int) else None
 
 
