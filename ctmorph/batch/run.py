@@ -45,7 +45,13 @@ from ..pipeline import STAGES, software_versions
 from ..workers import WorkerDied, WorkerPool
 from .jobs import Job, Outcome, failed_row, process_pool, run_job, worker_died_message
 from .plan import Planned, Probe, plan_run, probe_scan
-from .scales import study_scales, study_threshold, threshold_problem, threshold_unit
+from .scales import (
+    StudyThresholdChoice,
+    study_scales,
+    study_threshold,
+    threshold_problem,
+    threshold_unit,
+)
 
 __all__ = [
     "run_analysis",
@@ -356,38 +362,57 @@ def _analyse(
             if on_scan_done:
                 on_scan_done(outcome.row, outcome.seconds)
 
-        if client is not None:
-            from ..distributed import map_unordered, numba_threads_per_task
-
-            threads = numba_threads_per_task(client)
-            work = [dataclasses.replace(job, numba_threads=threads) for job in work]
-            results = map_unordered(client, run_job, work, key_prefix="ctmorph-scan")
-            with contextlib.closing(results):  # Ctrl-C: cancel the scans not started
-                for job, outcome in results:
-                    done(job, outcome)
-        elif pool is not None:
-            for job, outcome in pool.map_unordered(run_job, ((j, (j,)) for j in work)):
-                done(job, outcome)
-        else:
-            for job in work:
-                bar = progress_factory(job.name, STAGES) if progress_factory else None
-                try:
-                    outcome = run_job(job, bar)
-                finally:
-                    if bar is not None and hasattr(bar, "close"):
-                        bar.close()
-                done(job, outcome)
+        _dispatch(work, client, pool, progress_factory, done)
     if reused:
         logger.info("%d scans unchanged since the last run were not recomputed", reused)
 
     ordered = [rows[item.name] for item in planned]
+    summary, run_info = _run_record(cfg, planned, ordered, study, out, time.perf_counter() - t0,
+                                    reused, scan_seconds, scan_threads, jobs)
+    _write_run_outputs(out, ordered, run_info, write_qc)
+    return summary
+
+
+def _dispatch(work: list[Job], client: Any, pool: Any,
+              progress_factory: ProgressFactory | None,
+              done: Callable[[Job, Any], None]) -> None:
+    """Run the jobs on a Dask cluster, in the process pool or here (with a progress bar per
+    scan), calling ``done(job, outcome)`` as each finishes."""
+    if client is not None:
+        from ..distributed import map_unordered, numba_threads_per_task
+
+        threads = numba_threads_per_task(client)
+        work = [dataclasses.replace(job, numba_threads=threads) for job in work]
+        results = map_unordered(client, run_job, work, key_prefix="ctmorph-scan")
+        with contextlib.closing(results):  # Ctrl-C: cancel the scans not started
+            for job, outcome in results:
+                done(job, outcome)
+    elif pool is not None:
+        for job, outcome in pool.map_unordered(run_job, ((j, (j,)) for j in work)):
+            done(job, outcome)
+    else:
+        for job in work:
+            bar = progress_factory(job.name, STAGES) if progress_factory else None
+            try:
+                outcome = run_job(job, bar)
+            finally:
+                if bar is not None and hasattr(bar, "close"):
+                    bar.close()
+            done(job, outcome)
+
+
+def _run_record(cfg: AnalysisConfig, planned: Sequence[Planned], ordered: list[dict[str, Any]],
+                study: StudyThresholdChoice, out: Path, seconds: float, reused: int,
+                scan_seconds: dict[str, float], scan_threads: dict[str, dict[str, int]],
+                jobs: int) -> tuple[RunSummary, dict[str, Any]]:
+    """The run's summary and the content of ``run.json``."""
     t = study.threshold
     summary = RunSummary(
         rows=ordered,
         out_dir=out,
         threshold=t.position if t is not None and study.uniform else None,
         threshold_method=study.method,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         failed=[(r["scan"], r["error"]) for r in ordered if r["status"] != "ok"],
         reused=reused,
         scan_seconds=scan_seconds,
@@ -417,8 +442,7 @@ def _analyse(
         "numba_threads": scan_threads,
         "versions": software_versions(),
     }
-    _write_run_outputs(out, ordered, run_info, write_qc)
-    return summary
+    return summary, run_info
 
 
 def _write_run_outputs(out: Path, rows: list[dict[str, Any]], run_info: dict[str, Any],

@@ -209,30 +209,10 @@ def cortical_morphometry(
     >>> [round(res[k], 3) for k in ("Tt.Ar", "Ct.Ar", "Ma.Ar", "Ct.Th", "Ct.Po")]
     [0.197, 0.126, 0.071, 0.097, 0.0]
     """
-    if thickness_convention not in CONVENTIONS:
-        raise ConfigError(
-            f"thickness_convention must be one of {', '.join(map(repr, CONVENTIONS))}, "
-            f"got {thickness_convention!r}"
-        )
-    try:
-        closing_ok = math.isfinite(closing_mm) and closing_mm >= 0
-    except TypeError:
-        closing_ok = False
-    if not closing_ok:
-        raise ConfigError(f"closing_mm must be a finite number >= 0 (mm), got {closing_mm!r}")
-    bone = as_mask(bone, "bone")
-    sp = normalize_spacing(spacing)
+    bone, envelope, sp, zsel = _checked(bone, envelope, spacing, slices, thickness_convention,
+                                        closing_mm)
     _, dy, dx = sp
     nz = bone.shape[0]
-    if slices is None:
-        slices = slice(None)
-    if not isinstance(slices, slice):
-        raise ConfigError(f"slices must be a slice (along z), got {slices!r}")
-    zsel = np.arange(nz)[slices]
-    if zsel.size == 0:
-        raise ConfigError(f"slices {slices!r} selects no slice of a {nz}-slice volume")
-    if envelope is not None:
-        envelope = as_mask(envelope, "envelope", bone.shape)
 
     if not bone.any():
         raise SegmentationError("no bone voxels: cortical morphometry needs a segmented cortex")
@@ -263,25 +243,8 @@ def cortical_morphometry(
         )
 
     env_box = crop(envelope, box) if envelope is not None else None
-    n_env = n_ct = n_pore = n_shell_bone = 0
-    moments = np.zeros(3)
-    counted = np.zeros_like(cortex)  # the cortex voxels of the measured cross-sections
-    for z in measured:
-        section = cortex[z - box[0]]
-        if env_box is None:
-            env = _slice_envelope(section, dy, dx, closing_mm)
-            # a piece of the cortex outside this slice's envelope (joined to the cortex in 3-D
-            # only) is not part of this cross-section
-            section = section & env
-        else:
-            env = env_box[z - box[0]]
-        n_env += int(np.count_nonzero(env))
-        counted[z - box[0]] = section
-        n_ct += int(np.count_nonzero(section))
-        pores, shell_bone = _pores_and_shell(section, env)
-        n_pore += pores
-        n_shell_bone += shell_bone
-        moments += _second_moments(section, dy, dx)
+    n_env, n_ct, n_pore, n_shell_bone, moments, counted = _cross_sections(
+        cortex, env_box, measured, box[0], dy, dx, closing_mm)
     tau = local_thickness(cortex, spacing=sp, convention=thickness_convention)
     values = tau[counted].astype(np.float64)
     del tau
@@ -306,3 +269,59 @@ def cortical_morphometry(
     }
     logger.debug("cortical morphometry over %d slice(s): %s", ns, result)
     return result
+
+
+def _checked(bone, envelope, spacing, slices, thickness_convention: str, closing_mm: float):
+    """The arguments of :func:`cortical_morphometry` checked: bone and envelope as masks,
+    spacing ``(dz, dy, dx)``, the measured slice indices."""
+    if thickness_convention not in CONVENTIONS:
+        raise ConfigError(
+            f"thickness_convention must be one of {', '.join(map(repr, CONVENTIONS))}, "
+            f"got {thickness_convention!r}"
+        )
+    try:
+        closing_ok = math.isfinite(closing_mm) and closing_mm >= 0
+    except TypeError:
+        closing_ok = False
+    if not closing_ok:
+        raise ConfigError(f"closing_mm must be a finite number >= 0 (mm), got {closing_mm!r}")
+    bone = as_mask(bone, "bone")
+    sp = normalize_spacing(spacing)
+    nz = bone.shape[0]
+    if slices is None:
+        slices = slice(None)
+    if not isinstance(slices, slice):
+        raise ConfigError(f"slices must be a slice (along z), got {slices!r}")
+    zsel = np.arange(nz)[slices]
+    if zsel.size == 0:
+        raise ConfigError(f"slices {slices!r} selects no slice of a {nz}-slice volume")
+    if envelope is not None:
+        envelope = as_mask(envelope, "envelope", bone.shape)
+    return bone, envelope, sp, zsel
+
+
+def _cross_sections(cortex: np.ndarray, env_box: np.ndarray | None, measured: list[int],
+                    z0: int, dy: float, dx: float, closing_mm: float):
+    """Per measured slice: envelope and cortex pixels, pores and shell bone, second moments;
+    and the cortex voxels of the measured cross-sections (``cortex``/``env_box`` start at
+    slice ``z0``)."""
+    n_env = n_ct = n_pore = n_shell_bone = 0
+    moments = np.zeros(3)
+    counted = np.zeros_like(cortex)
+    for z in measured:
+        section = cortex[z - z0]
+        if env_box is None:
+            env = _slice_envelope(section, dy, dx, closing_mm)
+            # a piece of the cortex outside this slice's envelope (joined to the cortex in 3-D
+            # only) is not part of this cross-section
+            section = section & env
+        else:
+            env = env_box[z - z0]
+        n_env += int(np.count_nonzero(env))
+        counted[z - z0] = section
+        n_ct += int(np.count_nonzero(section))
+        pores, shell_bone = _pores_and_shell(section, env)
+        n_pore += pores
+        n_shell_bone += shell_bone
+        moments += _second_moments(section, dy, dx)
+    return n_env, n_ct, n_pore, n_shell_bone, moments, counted

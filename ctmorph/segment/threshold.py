@@ -403,16 +403,7 @@ def despeckle_core(
     del out
     sizes = _label_sizes(labels, n)
     sizes[0] = 0
-    cut_faces = ([labels[0]] if cut_start else []) + ([labels[-1]] if cut_end else [])
-    true_faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]] + (
-        [labels[0]] if not cut_start else []) + ([labels[-1]] if not cut_end else [])
-    on_true = np.zeros(n + 1, dtype=bool)
-    on_cut = np.zeros(n + 1, dtype=bool)
-    for face in true_faces:
-        on_true[np.unique(face)] = True
-    for face in cut_faces:
-        on_cut[np.unique(face)] = True
-    on_true[0] = on_cut[0] = False
+    on_true, on_cut = _on_faces(labels, n, cut_start, cut_end)
     small = sizes < min_marrow_voxels
     if valid is not None and uvox.size:
         # island voxels without data are never marrow
@@ -420,21 +411,8 @@ def despeckle_core(
     else:
         uvox_m = uvox
     if uvox_m.size:
-        # M_A: join the M_B components through the uncertain voxels
-        comp = _merged_components(labels, n, uvox_m)
-        nc = int(comp.max()) + 1
-        z, rem = np.divmod(uvox_m, labels[0].size)
-        y, x = np.divmod(rem, labels.shape[2])
-        u_true = (y == 0) | (y == labels.shape[1] - 1) | (x == 0) | (x == labels.shape[2] - 1)
-        u_true |= ((z == 0) & (not cut_start)) | ((z == nz - 1) & (not cut_end))
-        u_cut = ((z == 0) & cut_start) | ((z == nz - 1) & cut_end)
-        node_size = np.concatenate([sizes, np.ones(uvox_m.size, dtype=np.int64)])
-        size_a = np.bincount(comp, weights=node_size, minlength=nc)
-        true_a = np.bincount(comp, weights=np.concatenate([on_true, u_true]), minlength=nc) > 0
-        cut_a = np.bincount(comp, weights=np.concatenate([on_cut, u_cut]), minlength=nc) > 0
-        filled_root = (size_a < min_marrow_voxels) & ~true_a & ~cut_a
-        filled_node = filled_root[comp]
-        filled, filled_u = filled_node[: n + 1], filled_node[n + 1 :]
+        filled, filled_u = _filled_through_islands(labels, n, uvox_m, sizes, on_true, on_cut,
+                                                   min_marrow_voxels, cut_start, cut_end)
     else:
         filled = small & ~on_true & ~on_cut
         filled_u = np.zeros(0, dtype=bool)
@@ -453,3 +431,42 @@ def despeckle_core(
     result.reshape(-1)[uvox_m[hit] - c0 * labels[0].size] = True
     logger.debug("despeckle_core: filled %d marrow pores", int(filled.sum()))
     return result
+
+
+def _on_faces(labels: np.ndarray, n: int, cut_start: bool, cut_end: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per label (0 .. n): does its component touch a true face of the scan (y/x faces,
+    uncut z ends), does it touch a cut z end?"""
+    cut_faces = ([labels[0]] if cut_start else []) + ([labels[-1]] if cut_end else [])
+    true_faces = [labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]] + (
+        [labels[0]] if not cut_start else []) + ([labels[-1]] if not cut_end else [])
+    on_true = np.zeros(n + 1, dtype=bool)
+    on_cut = np.zeros(n + 1, dtype=bool)
+    for face in true_faces:
+        on_true[np.unique(face)] = True
+    for face in cut_faces:
+        on_cut[np.unique(face)] = True
+    on_true[0] = on_cut[0] = False
+    return on_true, on_cut
+
+
+def _filled_through_islands(labels: np.ndarray, n: int, uvox_m: np.ndarray, sizes: np.ndarray,
+                            on_true: np.ndarray, on_cut: np.ndarray, min_marrow_voxels: int,
+                            cut_start: bool, cut_end: bool) -> tuple[np.ndarray, np.ndarray]:
+    """M_A: the marrow components joined through the uncertain islands' voxels ``uvox_m``;
+    which labels (0 .. n) and which of those voxels are filled pores."""
+    nz = labels.shape[0]
+    comp = _merged_components(labels, n, uvox_m)
+    nc = int(comp.max()) + 1
+    z, rem = np.divmod(uvox_m, labels[0].size)
+    y, x = np.divmod(rem, labels.shape[2])
+    u_true = (y == 0) | (y == labels.shape[1] - 1) | (x == 0) | (x == labels.shape[2] - 1)
+    u_true |= ((z == 0) & (not cut_start)) | ((z == nz - 1) & (not cut_end))
+    u_cut = ((z == 0) & cut_start) | ((z == nz - 1) & cut_end)
+    node_size = np.concatenate([sizes, np.ones(uvox_m.size, dtype=np.int64)])
+    size_a = np.bincount(comp, weights=node_size, minlength=nc)
+    true_a = np.bincount(comp, weights=np.concatenate([on_true, u_true]), minlength=nc) > 0
+    cut_a = np.bincount(comp, weights=np.concatenate([on_cut, u_cut]), minlength=nc) > 0
+    filled_root = (size_a < min_marrow_voxels) & ~true_a & ~cut_a
+    filled_node = filled_root[comp]
+    return filled_node[: n + 1], filled_node[n + 1 :]
