@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -63,6 +64,83 @@ _FAMILY_TEXT = {
     STUDENT_T: "Student's t-test",
     WELCH_T: "Welch's t-test (Levene p < alpha)",
 }
+
+
+def _write_figures(df: pd.DataFrame, params: list[str], statistics: pd.DataFrame,
+                   families: dict[str, list[str]], order: list[str], control: str | None,
+                   model: str | None, alpha: float, figures: bool, rep: Path,
+                   paths: dict[str, Path]
+                   ) -> tuple[dict[str, Path], Path | None, str, dict[str, str]]:
+    """One figure per parameter and the main panel figure (``paths`` gets their files);
+    returns the SVG per parameter, the main figure's SVG and caption, and why a parameter
+    was not tested."""
+    fig_dir = rep / "figures"
+    colors = group_colors(order, control, model)
+    untested_note = {}
+    for r in statistics.itertuples(index=False):
+        if str(r.note).startswith("not tested") and not r.group1 and r.parameter not in \
+                untested_note and r.test not in ("Levene", "Welch's ANOVA"):
+            untested_note[r.parameter] = str(r.note)
+    panels = {}
+    figure_files: dict[str, Path] = {}
+    written: set[Path] = set()
+    main_svg = None
+    main = [p for p in MAIN_PARAMETERS if p in params]
+    main_caption = _marks_caption(control, model,
+                                  {t: [p for p in ps if p in main]
+                                   for t, ps in families.items()
+                                   if any(p in main for p in ps)}, alpha, len(main))
+    with figure_style():
+        for p in params if figures else []:
+            samples = group_samples(df, p, order)
+            marks = significance_marks(statistics, p, order, control, model)
+            panels[p] = (p, samples, marks, untested_note.get(p, ""))
+            fam = [t for t, ps in families.items() if p in ps]
+            cap = _marks_caption(control, model, {t: [p] for t in fam}, alpha, 1)
+            fig = parameter_figure(p, samples, order, colors, marks, untested_note.get(p, ""),
+                                   caption=cap)
+            png, svg = save_figure(fig, fig_dir / safe_name(p))
+            paths[f"figure:{p}:png"], paths[f"figure:{p}:svg"] = png, svg
+            figure_files[p] = svg
+            written |= {png, svg}
+        if main and figures:
+            fig = panel_figure([panels[p] for p in main], order, colors, main_caption)
+            png, main_svg = save_figure(fig, rep / "figure_main")
+            paths["figure_main_png"], paths["figure_main_svg"] = png, main_svg
+    if figures:
+        _clean_stale(fig_dir, written)
+    return figure_files, main_svg, main_caption, untested_note
+
+
+def _write_methods(ok: pd.DataFrame, out_dir: Path, run: dict[str, Any] | None,
+                   params: list[str],
+                   order: list[str], control: str | None, model: str | None,
+                   nonparametric: bool, alpha: float, families: dict[str, list[str]],
+                   n_failed: int, statistics: pd.DataFrame, sensitivity: Any, rep: Path,
+                   paths: dict[str, Path]) -> Methods:
+    """``methods.md`` (input strings escaped for Markdown); returns the plain text for the
+    HTML, which escapes it as a whole."""
+    # methods: plain for the HTML (escaped there as a whole), input strings escaped for .md
+    details = load_scan_details(out_dir, ok["scan"].tolist())
+    sizes = {g: int((ok["group"] == g).sum()) for g in order}
+
+    def build_methods(quote: Callable[[str], str]) -> Methods:
+        m = methods_text(
+            ok, details, run, params, control=control, model=model,
+            nonparametric=nonparametric, alpha=alpha, families=families, group_sizes=sizes,
+            n_failed=n_failed, has_dunnett=bool((statistics["test"] == DUNNETT).any()),
+            report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
+                             "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
+            quote=quote,
+        )
+        if sensitivity is not None:
+            m.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric, quote))
+        return m
+
+    paths["methods"] = rep / "methods.md"
+    atomic_write_text(paths["methods"], build_methods(markdown_text).as_markdown())
+    return build_methods(str)
+
 
 
 def _marks_caption(control: str | None, model: str | None, families: dict[str, list[str]],
@@ -217,7 +295,6 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
             logger.warning("threshold sensitivity: %s", note)
 
     rep = out_dir / "report"
-    fig_dir = rep / "figures"
     paths: dict[str, Path] = {
         "group_summary": rep / "group_summary.csv",
         "statistics": rep / "statistics.csv",
@@ -245,61 +322,11 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
         write_workbook({**tables, "scans": df}, paths["xlsx"])
 
     # figures
-    colors = group_colors(order, control, model)
-    untested_note = {}
-    for r in statistics.itertuples(index=False):
-        if str(r.note).startswith("not tested") and not r.group1 and r.parameter not in \
-                untested_note and r.test not in ("Levene", "Welch's ANOVA"):
-            untested_note[r.parameter] = str(r.note)
-    panels = {}
-    figure_files: dict[str, Path] = {}
-    written: set[Path] = set()
-    main_svg = None
-    main = [p for p in MAIN_PARAMETERS if p in params]
-    main_caption = _marks_caption(control, model,
-                                  {t: [p for p in ps if p in main]
-                                   for t, ps in families.items()
-                                   if any(p in main for p in ps)}, alpha, len(main))
-    with figure_style():
-        for p in params if figures else []:
-            samples = group_samples(df, p, order)
-            marks = significance_marks(statistics, p, order, control, model)
-            panels[p] = (p, samples, marks, untested_note.get(p, ""))
-            fam = [t for t, ps in families.items() if p in ps]
-            cap = _marks_caption(control, model, {t: [p] for t in fam}, alpha, 1)
-            fig = parameter_figure(p, samples, order, colors, marks, untested_note.get(p, ""),
-                                   caption=cap)
-            png, svg = save_figure(fig, fig_dir / safe_name(p))
-            paths[f"figure:{p}:png"], paths[f"figure:{p}:svg"] = png, svg
-            figure_files[p] = svg
-            written |= {png, svg}
-        if main and figures:
-            fig = panel_figure([panels[p] for p in main], order, colors, main_caption)
-            png, main_svg = save_figure(fig, rep / "figure_main")
-            paths["figure_main_png"], paths["figure_main_svg"] = png, main_svg
-    if figures:
-        _clean_stale(fig_dir, written)
+    figure_files, main_svg, main_caption, untested_note = _write_figures(
+        df, params, statistics, families, order, control, model, alpha, figures, rep, paths)
 
-    # methods: plain for the HTML (escaped there as a whole), input strings escaped for .md
-    details = load_scan_details(out_dir, ok["scan"].tolist())
-    sizes = {g: int((ok["group"] == g).sum()) for g in order}
-
-    def build_methods(quote: Callable[[str], str]) -> Methods:
-        m = methods_text(
-            ok, details, run, params, control=control, model=model,
-            nonparametric=nonparametric, alpha=alpha, families=families, group_sizes=sizes,
-            n_failed=len(failed), has_dunnett=bool((statistics["test"] == DUNNETT).any()),
-            report_versions={"SciPy": scipy.__version__, "NumPy": np.__version__,
-                             "pandas": pd.__version__, "Matplotlib": matplotlib.__version__},
-            quote=quote,
-        )
-        if sensitivity is not None:
-            m.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric, quote))
-        return m
-
-    methods = build_methods(str)
-    paths["methods"] = rep / "methods.md"
-    atomic_write_text(paths["methods"], build_methods(markdown_text).as_markdown())
+    methods = _write_methods(ok, out_dir, run, params, order, control, model, nonparametric,
+                             alpha, families, len(failed), statistics, sensitivity, rep, paths)
 
     content = ReportContent(
         out_dir=out_dir, results=df, summary=summary, statistics=statistics,
