@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -242,25 +243,7 @@ def make_realistic_femur(
     base[r_t < lay["tube_outer_mm"]] = TUBE
     base[r_t < lay["tube_inner_mm"]] = FLUID
     bubbles = _bubbles(model, specimen, lay, rng(1)) if specimen.bubbles else []
-    foam: tuple[int, int] | None = None
-    foam_field: GridField | None = None
-    foam_thr = 0.0
-    if specimen.foam_end is not None:
-        at_start = (specimen.foam_end == "distal") == scan.distal_first
-        fm = specimen.foam_mm
-        if fm is None:
-            fm = (max(scan.distal_margin_mm, 0.0) + 0.1 if specimen.foam_end == "distal"
-                  else 0.4)
-        nf = min(nz, max(1, int(round(fm / vox))))
-        foam = (0, nf) if at_start else (nz - nf, nz)
-        hf = specimen.foam_cell_mm / 5.0
-        z0f, z1f = foam[0] * vox - vox, foam[1] * vox + vox
-        ri = lay["tube_inner_mm"]
-        f_rng = rng(2)
-        foam_field = GridField.covering(
-            (z0f, ty - ri, tx - ri), (z1f, ty + ri, tx + ri), hf,
-            lambda shp: sheet_field(gaussian_noise_field(f_rng, shp, 5.0)))
-        foam_thr = 0.5 * 0.02 / hf  # walls 0.02 mm thick (in grid samples: |f| < T)
+    foam, foam_field, foam_thr = _foam(specimen, scan, lay, nz, vox, rng)
 
     # ---- labels, slab by slab: anatomical coordinates of every voxel centre
     t1 = time.perf_counter()
@@ -281,6 +264,81 @@ def make_realistic_femur(
         out = np.broadcast_to(base, lab.shape)
         np.copyto(lab, out, where=lab == OUTSIDE)
         labels[z0:z1] = lab
+    _bubbles_and_foam(labels, bubbles, foam, foam_field, foam_thr, r_t < lay["tube_inner_mm"],
+                      vox)
+    t_labels = time.perf_counter() - t1
+
+    # ---- grey: levels, cupping, correlated noise, blur, rings, specks, window, bits
+    t2 = time.perf_counter()
+    grey, speck_list = _grey(labels, anatomy, specimen, scan, seed, vox, rng)
+    t_grey = time.perf_counter() - t2
+
+    # ---- truth: axis, reference, VOI
+    t3 = time.perf_counter()
+    axis = rot[:, 0]
+    axis_point = origin - (origin[0] / axis[0]) * axis  # on the axis, z = 0
+    reference, voi, voi_mask = _truth(labels, axis, axis_point, origin, vox, scan,
+                                      anatomy, model, voi_offset_mm, voi_height_mm)
+    t_truth = time.perf_counter() - t3
+    layout = {
+        "shape": [nz, ny, nx],
+        "n_voxels": int(nz * ny * nx),
+        "scan_length_mm": lay["scan_length_mm"],
+        "fov_mm": lay["fov_mm"],
+        "tube_centre_yx_mm": [float(v) for v in lay["tube_centre_mm"]],
+        "tube_inner_radius_mm": lay["tube_inner_mm"],
+        "tube_outer_radius_mm": lay["tube_outer_mm"],
+        "bone_radius_mm": model.bone_radius_mm,
+        "bubbles": [asdict(b) for b in bubbles],
+        "foam_slices": None if foam is None else list(foam),
+        "specks": len(speck_list),
+        "secondary_threshold_scale": model.secondary_scale,
+        "seconds": {"model": t_model, "labels": t_labels, "grey": t_grey, "truth": t_truth,
+                    "total": time.perf_counter() - t0},
+    }
+    logger.debug("realistic femur %s seed %d: %s voxels in %.1f s", anatomy.group, seed,
+                 layout["shape"], layout["seconds"]["total"])
+    return RealisticFemur(
+        grey=grey, labels=labels, voi_mask=voi_mask, reference=reference, voi=voi,
+        anatomy=anatomy, specimen=specimen, scan=scan, seed=int(seed), rotation=rot,
+        origin_mm=origin, axis_point_mm=axis_point, layout=layout, model=model,
+    )
+
+
+def _foam(specimen: Specimen, scan: ScanSettings, lay: dict[str, Any], nz: int, vox: float,
+          rng: Callable[[int], np.random.Generator]
+          ) -> tuple[tuple[int, int] | None, GridField | None, float]:
+    """The foam spacer's slices, its wall field and threshold (None without foam)."""
+    ty, tx = lay["tube_centre_mm"]
+    foam: tuple[int, int] | None = None
+    foam_field: GridField | None = None
+    foam_thr = 0.0
+    if specimen.foam_end is not None:
+        at_start = (specimen.foam_end == "distal") == scan.distal_first
+        fm = specimen.foam_mm
+        if fm is None:
+            fm = (max(scan.distal_margin_mm, 0.0) + 0.1 if specimen.foam_end == "distal"
+                  else 0.4)
+        nf = min(nz, max(1, int(round(fm / vox))))
+        foam = (0, nf) if at_start else (nz - nf, nz)
+        hf = specimen.foam_cell_mm / 5.0
+        z0f, z1f = foam[0] * vox - vox, foam[1] * vox + vox
+        ri = lay["tube_inner_mm"]
+        f_rng = rng(2)
+        foam_field = GridField.covering(
+            (z0f, ty - ri, tx - ri), (z1f, ty + ri, tx + ri), hf,
+            lambda shp: sheet_field(gaussian_noise_field(f_rng, shp, 5.0)))
+        foam_thr = 0.5 * 0.02 / hf  # walls 0.02 mm thick (in grid samples: |f| < T)
+
+    return foam, foam_field, foam_thr
+
+
+def _bubbles_and_foam(labels: np.ndarray, bubbles: list[Any], foam: tuple[int, int] | None,
+                      foam_field: GridField | None, foam_thr: float, inside: np.ndarray,
+                      vox: float) -> None:
+    """Bubbles replace fluid; foam walls and pores replace fluid and bubbles at one end
+    (``inside``: the tube's inner disc)."""
+    nz, ny, nx = labels.shape
     # bubbles replace fluid
     for b in bubbles:
         cz, cy, cx = b.centre
@@ -297,7 +355,6 @@ def make_realistic_femur(
         part[ball & (part == FLUID)] = BUBBLE
     # foam: walls and air pores instead of fluid and bubbles at one scan end
     if foam is not None and foam_field is not None:
-        inside = r_t < lay["tube_inner_mm"]
         iy, ix = np.nonzero(inside)
         for z in range(*foam):
             sl = labels[z]
@@ -307,10 +364,14 @@ def make_realistic_femur(
                                    (py * vox).astype(np.float32),
                                    (px * vox).astype(np.float32)))
             sl[py, px] = np.where(fv < np.float32(foam_thr), FOAM, AIR).astype(np.uint8)
-    t_labels = time.perf_counter() - t1
 
-    # ---- grey: levels, cupping, correlated noise, blur, rings, specks, window, bits
-    t2 = time.perf_counter()
+
+def _grey(labels: np.ndarray, anatomy: Anatomy, specimen: Specimen, scan: ScanSettings,
+          seed: int, vox: float, rng: Callable[[int], np.random.Generator]
+          ) -> tuple[np.ndarray, list[Any]]:
+    """The reconstruction: grey levels, cupping, correlated noise, blur, rings, specks, the CS
+    window and bit depth, round-ROI zeros; and the specks placed."""
+    nz, ny, nx = labels.shape
     levels = np.array(GREY_LEVELS, dtype=np.float32)
     levels[FLUID] = specimen.fluid_grey
     levels[TUBE] = specimen.tube_grey
@@ -376,38 +437,7 @@ def make_realistic_femur(
         inside = r2 <= (min(ny, nx) / 2.0) ** 2
         grey[:, ~inside] = 0
         np.maximum(grey, 1, out=grey, where=inside[None])
-    t_grey = time.perf_counter() - t2
-
-    # ---- truth: axis, reference, VOI
-    t3 = time.perf_counter()
-    axis = rot[:, 0]
-    axis_point = origin - (origin[0] / axis[0]) * axis  # on the axis, z = 0
-    reference, voi, voi_mask = _truth(labels, axis, axis_point, origin, vox, scan,
-                                      anatomy, model, voi_offset_mm, voi_height_mm)
-    t_truth = time.perf_counter() - t3
-    layout = {
-        "shape": [nz, ny, nx],
-        "n_voxels": int(nz * ny * nx),
-        "scan_length_mm": lay["scan_length_mm"],
-        "fov_mm": lay["fov_mm"],
-        "tube_centre_yx_mm": [float(v) for v in lay["tube_centre_mm"]],
-        "tube_inner_radius_mm": lay["tube_inner_mm"],
-        "tube_outer_radius_mm": lay["tube_outer_mm"],
-        "bone_radius_mm": model.bone_radius_mm,
-        "bubbles": [asdict(b) for b in bubbles],
-        "foam_slices": None if foam is None else list(foam),
-        "specks": len(speck_list),
-        "secondary_threshold_scale": model.secondary_scale,
-        "seconds": {"model": t_model, "labels": t_labels, "grey": t_grey, "truth": t_truth,
-                    "total": time.perf_counter() - t0},
-    }
-    logger.debug("realistic femur %s seed %d: %s voxels in %.1f s", anatomy.group, seed,
-                 layout["shape"], layout["seconds"]["total"])
-    return RealisticFemur(
-        grey=grey, labels=labels, voi_mask=voi_mask, reference=reference, voi=voi,
-        anatomy=anatomy, specimen=specimen, scan=scan, seed=int(seed), rotation=rot,
-        origin_mm=origin, axis_point_mm=axis_point, layout=layout, model=model,
-    )
+    return grey, speck_list
 
 
 def _section_slice(axis: np.ndarray, axis_point: np.ndarray, t: float, vox: float, nz: int
