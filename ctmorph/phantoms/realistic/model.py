@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage, special
@@ -221,11 +221,19 @@ class FemurModel:
                                              a.ring_open_fraction)) \
             if a.ring_open_fraction < 1 else np.inf
 
+        self._build_fields(a, specimen, rng, s, float(bz.min()), plate_top, ur, vr)
+        self.build_seconds = time.perf_counter() - t0
+
+    def _build_fields(self, a: Anatomy, specimen: Specimen,
+                      rng: Callable[[int], np.random.Generator], s: float, bz_min: float,
+                      plate_top: float, ur: float, vr: float) -> None:
+        """The random fields after the plate: secondary and epiphyseal trabeculae, primary
+        spongiosa, soft tissue; the bone's reach; the thresholds calibrated to the design."""
         # ---- secondary spongiosa: sheet field (elongated along z) and perforation field
         d = self.design
         ymax, xmax = 2.05 * s, 2.7 * s
         self._bbox_yx = (ymax, xmax)
-        z_lo = float(bz.min()) - 0.05
+        z_lo = bz_min - 0.05
         self.trabecular_top_mm = plate_top + SECONDARY_END_MM + 0.05
         hm = d.cell_mm / 4.0  # sheet field: 4 samples per filter sigma across the axis
         sig_f = (4.0 * a.anisotropy, 4.0, 4.0)
@@ -284,7 +292,6 @@ class FemurModel:
         cal = rng(10)
         self.secondary_scale, self._u_lut = self._calibrate_secondary(cal)
         self.epiphysis_threshold = self._calibrate_epiphysis(cal)
-        self.build_seconds = time.perf_counter() - t0
 
     # -- geometry ------------------------------------------------------------------------
 
