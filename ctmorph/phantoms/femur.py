@@ -738,95 +738,14 @@ def make_femur(
                 np.copyto(lab, np.uint8(_TRAB), where=meta & bone)
     del f_coarse, g_coarse, p_field, e_coarse
 
-    has_cart = np.flatnonzero((labels == _CART).any(axis=(1, 2)))
-    last_cart = int(has_cart.max()) if distal_first else nz - 1 - int(has_cart.min())
-    ref_k = last_cart + 1
-    n_off = int(round(voi_offset_mm / vox))
-    n_h = int(round(voi_height_mm / vox))
-    v0, v1 = ref_k + n_off, ref_k + n_off + n_h
-    complete = v1 <= nz
-    v0, v1 = min(v0, nz), min(v1, nz)
-    voi_mask_array = None
-    tilt: dict[str, Any] = {}
-    if axis_tilt_deg != 0:
-        lab_df = labels if distal_first else labels[::-1]
-        voi_b = np.zeros(labels.shape, dtype=np.uint8)
-        part = lab_df[v0:v1]
-        voi_b[v0:v1] = (part >= _MARROW) & (part <= _TRAB)
-        axis_yx = ((ny - 1) / 2.0 + shift_y / vox, (nx - 1) / 2.0 + shift_x / vox)
-        tilt, rotated, voi_df = _tilt_volume(
-            lab_df, voi_b, axis_tilt_deg, axis_azimuth_deg, ref_k, axis_yx, vox, distal_first
-        )
-        lab_df[...] = rotated
-        del rotated, voi_b
-        voi_mask_array = voi_df if distal_first else np.ascontiguousarray(voi_df[::-1])
-        del voi_df
-        ref_index = tilt.pop("ref_index")
-        zs = np.flatnonzero(voi_mask_array.any(axis=(1, 2)))
-        z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, 0)
-        bone_truth = labels >= _TRAB
-        tv = int(np.count_nonzero(voi_mask_array))
-        bv_truth = (float(np.count_nonzero(bone_truth & voi_mask_array) / tv) if tv
-                    else float("nan"))
-    else:
-        ay, ax = shift_y / vox + (ny - 1) / 2.0, shift_x / vox + (nx - 1) / 2.0
-        tilt = {
-            "axis_direction_zyx": [1.0 if distal_first else -1.0, 0.0, 0.0],
-            "ref_point_mm": [(ref_k if distal_first else nz - 1 - ref_k) * vox, ay * vox,
-                             ax * vox],
-        }
-        if distal_first:
-            ref_index, z0, z1 = ref_k, v0, v1
-        else:
-            ref_index, z0, z1 = nz - 1 - ref_k, nz - v1, nz - v0
-        bone_truth = labels >= _TRAB
-        lab_voi = labels[z0:z1]
-        endo_voi = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
-        tv = int(np.count_nonzero(endo_voi))
-        bv_truth = float(np.count_nonzero(lab_voi == _TRAB) / tv) if tv else float("nan")
+    ref_k, ref_index, z0, z1, complete, bone_truth, bv_truth, tilt, voi_mask_array = \
+        _voi_truth(labels, distal_first, vox, voi_offset_mm, voi_height_mm, axis_tilt_deg,
+                   axis_azimuth_deg, shift_y, shift_x)
 
     # ---- grey values: levels, partial-volume blur, noise, 8-bit (slab by slab with a halo)
-    gmax = 255.0 if bit_depth == 8 else 65535.0
-    grey = np.empty((nz, ny, nx), dtype=np.uint8 if bit_depth == 8 else np.uint16)
-    rings_grey = ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
-    speck_list = (_speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
-                                   round_roi) if specks else [])
-    halo = int(math.ceil(3.0 * blur_vox)) if blur_vox > 0 else 0
-    chunk = 32
-    # White noise: windows at random offsets into a pool of normal deviates two chunks long
-    # (drawing 30 M deviates per scan would dominate the run time).
-    n_chunk = chunk * ny * nx
-    pool = np.float32(noise_sd) * rng_noise.standard_normal(2 * n_chunk, dtype=np.float32)
-    # chunks run from the distal end in both stack orders, so a proximal-first femur is
-    # exactly the reversed distal-first one
-    lab_df = labels if distal_first else labels[::-1]
-    grey_df = grey if distal_first else grey[::-1]
-    for z0c in range(0, nz, chunk):
-        z1c = min(nz, z0c + chunk)
-        a, b = max(0, z0c - halo), min(nz, z1c + halo)
-        g = _GREY[lab_df[a:b]]
-        if blur_vox > 0:
-            ndimage.gaussian_filter(g, blur_vox, mode="nearest", truncate=3.0, output=g)
-        g = g[z0c - a : z1c - a]
-        if noise_sd > 0:
-            off = int(rng_noise.integers(0, pool.size - g.size + 1))
-            g += pool[off : off + g.size].reshape(g.shape)
-        if rings_grey is not None:
-            g += rings_grey
-        for zs_, ys_, xs_, size, level in speck_list:
-            if z0c <= zs_ < z1c:
-                g[zs_ - z0c : zs_ - z0c + size, ys_ : ys_ + size, xs_ : xs_ + size] = level
-        if bit_depth != 8:
-            g *= np.float32(gmax / 255.0)
-        np.rint(g, out=g)
-        np.clip(g, 0.0, gmax, out=g)
-        grey_df[z0c:z1c] = g
-    if round_roi:
-        yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
-        r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
-        inside = r2 <= (min(ny, nx) / 2.0) ** 2
-        grey[:, ~inside] = 0
-        np.maximum(grey, 1, out=grey, where=inside[None])
+    grey = _femur_grey(labels, distal_first, rng_dep, rng_noise, rings=rings,
+                       ring_amplitude=ring_amplitude, specks=specks, round_roi=round_roi,
+                       blur_vox=blur_vox, noise_sd=noise_sd, bit_depth=bit_depth)
 
     voi = VoiTruth(
         z0=z0, z1=z1, offset_mm=float(voi_offset_mm), height_mm=float(voi_height_mm),
@@ -880,6 +799,117 @@ def make_femur(
         params=params,
         voi_mask_array=voi_mask_array,
     )
+
+
+def _voi_truth(labels: np.ndarray, distal_first: bool, vox: float, voi_offset_mm: float,
+               voi_height_mm: float, axis_tilt_deg: float, axis_azimuth_deg: float,
+               shift_y: float, shift_x: float):
+    """The reference (first slice past the cartilage) and the truth VOI of a labelled femur;
+    with an axis tilt the labels are rotated in place and the VOI is a mask. Returns the
+    reference's distance index from the distal end, its array index, the VOI slices, whether
+    the VOI is complete, the bone truth, the VOI's BV/TV, the tilt record and the VOI mask."""
+    nz, ny, nx = labels.shape
+    has_cart = np.flatnonzero((labels == _CART).any(axis=(1, 2)))
+    last_cart = int(has_cart.max()) if distal_first else nz - 1 - int(has_cart.min())
+    ref_k = last_cart + 1
+    n_off = int(round(voi_offset_mm / vox))
+    n_h = int(round(voi_height_mm / vox))
+    v0, v1 = ref_k + n_off, ref_k + n_off + n_h
+    complete = v1 <= nz
+    v0, v1 = min(v0, nz), min(v1, nz)
+    voi_mask_array = None
+    tilt: dict[str, Any] = {}
+    if axis_tilt_deg != 0:
+        lab_df = labels if distal_first else labels[::-1]
+        voi_b = np.zeros(labels.shape, dtype=np.uint8)
+        part = lab_df[v0:v1]
+        voi_b[v0:v1] = (part >= _MARROW) & (part <= _TRAB)
+        axis_yx = ((ny - 1) / 2.0 + shift_y / vox, (nx - 1) / 2.0 + shift_x / vox)
+        tilt, rotated, voi_df = _tilt_volume(
+            lab_df, voi_b, axis_tilt_deg, axis_azimuth_deg, ref_k, axis_yx, vox, distal_first
+        )
+        lab_df[...] = rotated
+        del rotated, voi_b
+        voi_mask_array = voi_df if distal_first else np.ascontiguousarray(voi_df[::-1])
+        del voi_df
+        ref_index = tilt.pop("ref_index")
+        zs = np.flatnonzero(voi_mask_array.any(axis=(1, 2)))
+        z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, 0)
+        bone_truth = labels >= _TRAB
+        tv = int(np.count_nonzero(voi_mask_array))
+        bv_truth = (float(np.count_nonzero(bone_truth & voi_mask_array) / tv) if tv
+                    else float("nan"))
+    else:
+        ay, ax = shift_y / vox + (ny - 1) / 2.0, shift_x / vox + (nx - 1) / 2.0
+        tilt = {
+            "axis_direction_zyx": [1.0 if distal_first else -1.0, 0.0, 0.0],
+            "ref_point_mm": [(ref_k if distal_first else nz - 1 - ref_k) * vox, ay * vox,
+                             ax * vox],
+        }
+        if distal_first:
+            ref_index, z0, z1 = ref_k, v0, v1
+        else:
+            ref_index, z0, z1 = nz - 1 - ref_k, nz - v1, nz - v0
+        bone_truth = labels >= _TRAB
+        lab_voi = labels[z0:z1]
+        endo_voi = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
+        tv = int(np.count_nonzero(endo_voi))
+        bv_truth = float(np.count_nonzero(lab_voi == _TRAB) / tv) if tv else float("nan")
+
+    return ref_k, ref_index, z0, z1, complete, bone_truth, bv_truth, tilt, voi_mask_array
+
+
+def _femur_grey(labels: np.ndarray, distal_first: bool, rng_dep: np.random.Generator,
+                rng_noise: np.random.Generator, *, rings: int, ring_amplitude: float,
+                specks: int, round_roi: bool, blur_vox: float, noise_sd: float,
+                bit_depth: int) -> np.ndarray:
+    """The reconstruction of a labelled femur: grey levels, partial-volume blur, noise, rings,
+    specks, bit depth and round-ROI zeros (chunks run from the distal end in both stack
+    orders, so a proximal-first femur is exactly the reversed distal-first one)."""
+    nz, ny, nx = labels.shape
+    gmax = 255.0 if bit_depth == 8 else 65535.0
+    grey = np.empty((nz, ny, nx), dtype=np.uint8 if bit_depth == 8 else np.uint16)
+    rings_grey = ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
+    speck_list = (_speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
+                                   round_roi) if specks else [])
+    halo = int(math.ceil(3.0 * blur_vox)) if blur_vox > 0 else 0
+    chunk = 32
+    # White noise: windows at random offsets into a pool of normal deviates two chunks long
+    # (drawing 30 M deviates per scan would dominate the run time).
+    n_chunk = chunk * ny * nx
+    pool = np.float32(noise_sd) * rng_noise.standard_normal(2 * n_chunk, dtype=np.float32)
+    # chunks run from the distal end in both stack orders, so a proximal-first femur is
+    # exactly the reversed distal-first one
+    lab_df = labels if distal_first else labels[::-1]
+    grey_df = grey if distal_first else grey[::-1]
+    for z0c in range(0, nz, chunk):
+        z1c = min(nz, z0c + chunk)
+        a, b = max(0, z0c - halo), min(nz, z1c + halo)
+        g = _GREY[lab_df[a:b]]
+        if blur_vox > 0:
+            ndimage.gaussian_filter(g, blur_vox, mode="nearest", truncate=3.0, output=g)
+        g = g[z0c - a : z1c - a]
+        if noise_sd > 0:
+            off = int(rng_noise.integers(0, pool.size - g.size + 1))
+            g += pool[off : off + g.size].reshape(g.shape)
+        if rings_grey is not None:
+            g += rings_grey
+        for zs_, ys_, xs_, size, level in speck_list:
+            if z0c <= zs_ < z1c:
+                g[zs_ - z0c : zs_ - z0c + size, ys_ : ys_ + size, xs_ : xs_ + size] = level
+        if bit_depth != 8:
+            g *= np.float32(gmax / 255.0)
+        np.rint(g, out=g)
+        np.clip(g, 0.0, gmax, out=g)
+        grey_df[z0c:z1c] = g
+    if round_roi:
+        yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
+        r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
+        inside = r2 <= (min(ny, nx) / 2.0) ** 2
+        grey[:, ~inside] = 0
+        np.maximum(grey, 1, out=grey, where=inside[None])
+
+    return grey
 
 
 # --------------------------------------------------------------------------------------------
