@@ -624,52 +624,9 @@ def make_femur(
         return t0 + (t1 - t0) * (1.0 - math.exp(-(s - plate_thickness_mm) / lam))
 
     # ---- random fields, kept on their coarse grids and upsampled slab by slab
-    f_fac = max(2, int(design.cell_mm / vox // 6))  # coarse grid: >= 6 voxels per sigma
-    g_fac = 3
-    f_coarse = sheet_field(_coarse_noise(rng_f, (nz, ny, nx), design.cell_mm / vox, f_fac))
-    g_coarse = _coarse_noise(rng_g, (nz, ny, nx), _SIGMA_G_MM / vox, g_fac)
-    g_q = np.quantile(g_coarse, [design.perforated, 0.5, 0.8413])
-    g_lo, g_scale = np.float32(g_q[0]), np.float32(1.0 / (0.3 * float(g_q[2] - g_q[1])))
-    # w = clip((g - g_lo) * g_scale, 0, 1): 0 in perforations, ramping to 1 over 0.3 SD of g
-
-    # calibration of |f| / w inside the design VOI (random fields of this scale still vary
-    # between regions; calibrating where the VOI is hits the target)
-    ref_mm_est = float(s_prox.max())
-    vk = (
-        ref_mm_est + _VOI_OFFSET_MM + (_VOI_HEIGHT_MM * rng_q.random(300_000))
-    ) / vox - 0.5
-    vk = np.clip(vk, 0, nz - 1)
-    inner = np.flatnonzero(rho.ravel() < 0.8 * r_shaft.ravel())
-    pix = inner[rng_q.integers(0, inner.size, vk.size)]
-    vy, vx = pix // nx, pix % nx
-    fs = np.abs(_sample_coarse(f_coarse, f_fac, vk, vy, vx))
-    ws = np.clip((_sample_coarse(g_coarse, g_fac, vk, vy, vx) - g_lo) * g_scale, 0.0, 1.0)
-    with np.errstate(divide="ignore"):
-        u_sample = np.where(ws > 0, fs / np.maximum(ws, 1e-12), np.inf)
-    prob = np.linspace(0.0, 0.95, 191)
-    u_sorted = np.sort(u_sample)
-    u_lut = u_sorted[np.minimum((prob * u_sorted.size).astype(np.intp), u_sorted.size - 1)]
-    # epiphysis: its own sheet field (the same in every group), no perforations
-    k_ea = min(nz, int(math.ceil(float(s_dist.max()) / vox)) + 1)
-    e_fac = max(2, int(_SIGMA_E_MM / vox // 6))
-    e_coarse = sheet_field(_coarse_noise(rng_e, (k_ea, ny, nx), _SIGMA_E_MM / vox, e_fac))
-    ek = rng_q.integers(0, k_ea, 100_000)
-    ep = inner[rng_q.integers(0, inner.size, ek.size)]
-    es = np.abs(_sample_coarse(e_coarse, e_fac, ek, ep // nx, ep % nx))
-    t_epi = float(np.quantile(es, design.epiphysis_bv_tv))
-
-    # primary spongiosa: a slab of column-like field just proximal of the cartilage
-    k_pa = max(0, int(math.floor(float(s_prox.min()) / vox)) - 1)
-    k_pb = min(nz, int(math.ceil((float(s_prox.max()) + _PRIMARY_MM) / vox)) + 1)
-    sig_p = (_SIGMA_P_MM[0] / vox, _SIGMA_P_MM[1] / vox, _SIGMA_P_MM[1] / vox)
-    p_field = ndimage.gaussian_filter(
-        rng_p.standard_normal((k_pb - k_pa, ny, nx), dtype=np.float32), sig_p, mode="wrap",
-        truncate=3.0,
-    )
-    p_sorted = np.sort(p_field.ravel()[rng_q.integers(0, p_field.size, 200_000)])
-    p_lut = p_sorted[np.minimum(((1.0 - prob) * p_sorted.size).astype(np.intp),
-                                p_sorted.size - 1)]
-
+    fl = _femur_fields(design, (nz, ny, nx), vox, rho, r_shaft, s_dist, s_prox,
+                       rng_f, rng_g, rng_p, rng_q, rng_e)
+    ref_mm_est = fl.ref_mm_est
     scan_end = nz * vox
     taper = min(_VOI_OFFSET_MM + _VOI_HEIGHT_MM + 0.03, scan_end - ref_mm_est - 0.15)
 
@@ -683,60 +640,9 @@ def make_femur(
         g *= 1.0 - float(smoothstep((s - taper) / 0.1))
         return target * g
 
-    # ---- labels, slab by slab (k = distance index from the distal end; out = array index)
-    def out_index(k: int) -> int:
-        return k if distal_first else nz - 1 - k
-
-    labels = np.empty((nz, ny, nx), dtype=np.uint8)
-    slab = 16
-    for k0 in range(0, nz, slab):
-        k1 = min(nz, k0 + slab)
-        f_slab = np.abs(_upsample_slab(f_coarse, k0, k1, (ny, nx), f_fac))
-        w_slab = _upsample_slab(g_coarse, k0, k1, (ny, nx), g_fac)
-        w_slab -= g_lo
-        w_slab *= g_scale
-        np.clip(w_slab, 0.0, 1.0, out=w_slab)
-        if k0 < k_ea:
-            e_slab = np.abs(_upsample_slab(e_coarse, k0, min(k1, k_ea), (ny, nx), e_fac))
-        for k in range(k0, k1):
-            d = (k + 0.5) * vox
-            lab = labels[out_index(k)]
-            lab[...] = base
-            if d < _TIP_MM:
-                continue
-            r_out, wall = outer_radius(d)
-            x_cap = (d - _TIP_MM) / _CAP_MM
-            q_cap = math.sqrt(max(0.0, 1.0 - (1.0 - x_cap) ** 2)) if x_cap < 1.0 else 1.0
-            env = rho <= r_out * q_cap
-            endo = rho < (r_out - cortex_thickness(d) * wall) * q_cap
-            if x_cap < 1.0:
-                # end cap: the vertical distance below the rounded surface must exceed the shell
-                qn = np.minimum(rho / r_out, 1.0)
-                below = (d - _TIP_MM) - _CAP_MM * (1.0 - np.sqrt(1.0 - qn**2))
-                endo &= below > _EPI_SHELL_MM
-            np.copyto(lab, np.uint8(_CORT), where=env)
-            np.copyto(lab, np.uint8(_MARROW), where=endo)
-            fk = f_slab[k - k0]
-            if d < float(s_prox.max()):
-                cart = endo & (d >= s_dist) & (d < s_prox)
-                np.copyto(lab, np.uint8(_CART), where=cart)
-                if bridges is not None:
-                    np.copyto(lab, np.uint8(_TRAB), where=cart & bridges)
-                ek_ = e_slab[k - k0] if k < k_ea else np.full_like(fk, np.inf)
-                epi_bone = endo & (d < s_dist) & ((ek_ < t_epi) | (d >= s_epi))
-                np.copyto(lab, np.uint8(_TRAB), where=epi_bone)
-            if d >= float(s_prox.min()):
-                meta = endo & (d >= s_prox)
-                t_s = float(np.interp(secondary_bv_tv(d - ref_mm_est), prob, u_lut))
-                bone = fk < t_s * w_slab[k - k0]
-                if k_pa <= k < k_pb:
-                    dprime = d - s_prox
-                    rho_p = _PRIMARY_BV_TV * (1.0 - np.clip(dprime / _PRIMARY_MM, 0.0, 1.0)) ** 2
-                    thr_p = np.interp(rho_p, prob, p_lut)
-                    thr_p[rho_p <= 0] = np.inf
-                    bone |= p_field[k - k_pa] > thr_p
-                np.copyto(lab, np.uint8(_TRAB), where=meta & bone)
-    del f_coarse, g_coarse, p_field, e_coarse
+    # ---- labels, slab by slab
+    labels = _femur_labels(fl, (nz, ny, nx), vox, distal_first, base, rho, s_dist, s_prox, s_epi,
+                           bridges, outer_radius, cortex_thickness, secondary_bv_tv)
 
     ref_k, ref_index, z0, z1, complete, bone_truth, bv_truth, tilt, voi_mask_array = \
         _voi_truth(labels, distal_first, vox, voi_offset_mm, voi_height_mm, axis_tilt_deg,
@@ -799,6 +705,183 @@ def make_femur(
         params=params,
         voi_mask_array=voi_mask_array,
     )
+
+
+@dataclass
+class _Fields:
+    """The random fields of a sample femur on their coarse grids, and the look-up tables that
+    turn a design BV/TV into their thresholds."""
+
+    f_coarse: Any
+    f_fac: Any
+    g_coarse: Any
+    g_fac: Any
+    g_lo: Any
+    g_scale: Any
+    prob: Any
+    u_lut: Any
+    e_coarse: Any
+    e_fac: Any
+    k_ea: Any
+    t_epi: Any
+    k_pa: Any
+    k_pb: Any
+    p_field: Any
+    p_lut: Any
+    ref_mm_est: Any
+
+
+def _femur_fields(design: _GroupDesign, shape: tuple[int, int, int], vox: float,
+                  rho: np.ndarray, r_shaft: np.ndarray, s_dist: np.ndarray, s_prox: np.ndarray,
+                  rng_f: np.random.Generator, rng_g: np.random.Generator,
+                  rng_p: np.random.Generator, rng_q: np.random.Generator,
+                  rng_e: np.random.Generator) -> _Fields:
+    """The secondary spongiosa's sheet and perforation fields calibrated inside the design
+    VOI, the epiphysis's field and threshold, the primary spongiosa's field."""
+    nz, ny, nx = shape
+    f_fac = max(2, int(design.cell_mm / vox // 6))  # coarse grid: >= 6 voxels per sigma
+    g_fac = 3
+    f_coarse = sheet_field(_coarse_noise(rng_f, (nz, ny, nx), design.cell_mm / vox, f_fac))
+    g_coarse = _coarse_noise(rng_g, (nz, ny, nx), _SIGMA_G_MM / vox, g_fac)
+    g_q = np.quantile(g_coarse, [design.perforated, 0.5, 0.8413])
+    g_lo, g_scale = np.float32(g_q[0]), np.float32(1.0 / (0.3 * float(g_q[2] - g_q[1])))
+    # w = clip((g - g_lo) * g_scale, 0, 1): 0 in perforations, ramping to 1 over 0.3 SD of g
+
+    # calibration of |f| / w inside the design VOI (random fields of this scale still vary
+    # between regions; calibrating where the VOI is hits the target)
+    ref_mm_est = float(s_prox.max())
+    vk = (
+        ref_mm_est + _VOI_OFFSET_MM + (_VOI_HEIGHT_MM * rng_q.random(300_000))
+    ) / vox - 0.5
+    vk = np.clip(vk, 0, nz - 1)
+    inner = np.flatnonzero(rho.ravel() < 0.8 * r_shaft.ravel())
+    pix = inner[rng_q.integers(0, inner.size, vk.size)]
+    vy, vx = pix // nx, pix % nx
+    fs = np.abs(_sample_coarse(f_coarse, f_fac, vk, vy, vx))
+    ws = np.clip((_sample_coarse(g_coarse, g_fac, vk, vy, vx) - g_lo) * g_scale, 0.0, 1.0)
+    with np.errstate(divide="ignore"):
+        u_sample = np.where(ws > 0, fs / np.maximum(ws, 1e-12), np.inf)
+    prob = np.linspace(0.0, 0.95, 191)
+    u_sorted = np.sort(u_sample)
+    u_lut = u_sorted[np.minimum((prob * u_sorted.size).astype(np.intp), u_sorted.size - 1)]
+    # epiphysis: its own sheet field (the same in every group), no perforations
+    k_ea = min(nz, int(math.ceil(float(s_dist.max()) / vox)) + 1)
+    e_fac = max(2, int(_SIGMA_E_MM / vox // 6))
+    e_coarse = sheet_field(_coarse_noise(rng_e, (k_ea, ny, nx), _SIGMA_E_MM / vox, e_fac))
+    ek = rng_q.integers(0, k_ea, 100_000)
+    ep = inner[rng_q.integers(0, inner.size, ek.size)]
+    es = np.abs(_sample_coarse(e_coarse, e_fac, ek, ep // nx, ep % nx))
+    t_epi = float(np.quantile(es, design.epiphysis_bv_tv))
+
+    # primary spongiosa: a slab of column-like field just proximal of the cartilage
+    k_pa = max(0, int(math.floor(float(s_prox.min()) / vox)) - 1)
+    k_pb = min(nz, int(math.ceil((float(s_prox.max()) + _PRIMARY_MM) / vox)) + 1)
+    sig_p = (_SIGMA_P_MM[0] / vox, _SIGMA_P_MM[1] / vox, _SIGMA_P_MM[1] / vox)
+    p_field = ndimage.gaussian_filter(
+        rng_p.standard_normal((k_pb - k_pa, ny, nx), dtype=np.float32), sig_p, mode="wrap",
+        truncate=3.0,
+    )
+    p_sorted = np.sort(p_field.ravel()[rng_q.integers(0, p_field.size, 200_000)])
+    p_lut = p_sorted[np.minimum(((1.0 - prob) * p_sorted.size).astype(np.intp),
+                                p_sorted.size - 1)]
+
+    return _Fields(
+        f_coarse=f_coarse,
+        f_fac=f_fac,
+        g_coarse=g_coarse,
+        g_fac=g_fac,
+        g_lo=g_lo,
+        g_scale=g_scale,
+        prob=prob,
+        u_lut=u_lut,
+        e_coarse=e_coarse,
+        e_fac=e_fac,
+        k_ea=k_ea,
+        t_epi=t_epi,
+        k_pa=k_pa,
+        k_pb=k_pb,
+        p_field=p_field,
+        p_lut=p_lut,
+        ref_mm_est=ref_mm_est,
+    )
+
+
+def _femur_labels(fl: _Fields, shape: tuple[int, int, int], vox: float, distal_first: bool,
+                  base: np.ndarray, rho: np.ndarray, s_dist: np.ndarray, s_prox: np.ndarray,
+                  s_epi: np.ndarray, bridges: np.ndarray | None,
+                  outer_radius: Any, cortex_thickness: Any, secondary_bv_tv: Any) -> np.ndarray:
+    """The label volume, slab by slab (``k`` = distance index from the distal end)."""
+    nz, ny, nx = shape
+    f_coarse = fl.f_coarse
+    f_fac = fl.f_fac
+    g_coarse = fl.g_coarse
+    g_fac = fl.g_fac
+    g_lo = fl.g_lo
+    g_scale = fl.g_scale
+    prob = fl.prob
+    u_lut = fl.u_lut
+    e_coarse = fl.e_coarse
+    e_fac = fl.e_fac
+    k_ea = fl.k_ea
+    t_epi = fl.t_epi
+    k_pa = fl.k_pa
+    k_pb = fl.k_pb
+    p_field = fl.p_field
+    p_lut = fl.p_lut
+    ref_mm_est = fl.ref_mm_est
+    def out_index(k: int) -> int:
+        return k if distal_first else nz - 1 - k
+
+    labels = np.empty((nz, ny, nx), dtype=np.uint8)
+    slab = 16
+    for k0 in range(0, nz, slab):
+        k1 = min(nz, k0 + slab)
+        f_slab = np.abs(_upsample_slab(f_coarse, k0, k1, (ny, nx), f_fac))
+        w_slab = _upsample_slab(g_coarse, k0, k1, (ny, nx), g_fac)
+        w_slab -= g_lo
+        w_slab *= g_scale
+        np.clip(w_slab, 0.0, 1.0, out=w_slab)
+        if k0 < k_ea:
+            e_slab = np.abs(_upsample_slab(e_coarse, k0, min(k1, k_ea), (ny, nx), e_fac))
+        for k in range(k0, k1):
+            d = (k + 0.5) * vox
+            lab = labels[out_index(k)]
+            lab[...] = base
+            if d < _TIP_MM:
+                continue
+            r_out, wall = outer_radius(d)
+            x_cap = (d - _TIP_MM) / _CAP_MM
+            q_cap = math.sqrt(max(0.0, 1.0 - (1.0 - x_cap) ** 2)) if x_cap < 1.0 else 1.0
+            env = rho <= r_out * q_cap
+            endo = rho < (r_out - cortex_thickness(d) * wall) * q_cap
+            if x_cap < 1.0:
+                # end cap: the vertical distance below the rounded surface must exceed the shell
+                qn = np.minimum(rho / r_out, 1.0)
+                below = (d - _TIP_MM) - _CAP_MM * (1.0 - np.sqrt(1.0 - qn**2))
+                endo &= below > _EPI_SHELL_MM
+            np.copyto(lab, np.uint8(_CORT), where=env)
+            np.copyto(lab, np.uint8(_MARROW), where=endo)
+            fk = f_slab[k - k0]
+            if d < float(s_prox.max()):
+                cart = endo & (d >= s_dist) & (d < s_prox)
+                np.copyto(lab, np.uint8(_CART), where=cart)
+                if bridges is not None:
+                    np.copyto(lab, np.uint8(_TRAB), where=cart & bridges)
+                ek_ = e_slab[k - k0] if k < k_ea else np.full_like(fk, np.inf)
+                epi_bone = endo & (d < s_dist) & ((ek_ < t_epi) | (d >= s_epi))
+                np.copyto(lab, np.uint8(_TRAB), where=epi_bone)
+            if d >= float(s_prox.min()):
+                meta = endo & (d >= s_prox)
+                t_s = float(np.interp(secondary_bv_tv(d - ref_mm_est), prob, u_lut))
+                bone = fk < t_s * w_slab[k - k0]
+                if k_pa <= k < k_pb:
+                    dprime = d - s_prox
+                    rho_p = _PRIMARY_BV_TV * (1.0 - np.clip(dprime / _PRIMARY_MM, 0.0, 1.0)) ** 2
+                    thr_p = np.interp(rho_p, prob, p_lut)
+                    thr_p[rho_p <= 0] = np.inf
+                    bone |= p_field[k - k_pa] > thr_p
+                np.copyto(lab, np.uint8(_TRAB), where=meta & bone)
+    return labels
 
 
 def _voi_truth(labels: np.ndarray, distal_first: bool, vox: float, voi_offset_mm: float,
