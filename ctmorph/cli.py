@@ -646,7 +646,7 @@ def samples(ctx, directory, seed, if_missing, realistic) -> None:
         click.echo(f"wrote {len(truth['scans'])} realistic femurs, groups.csv and truth.json "
                    f"to {directory}")
         return
-    from .phantoms.femur import make_sample_study
+    from .phantoms.sample_study import make_sample_study
 
     truth = make_sample_study(directory, seed=seed)
     click.echo(f"wrote {len(truth)} scans and groups.csv to {directory}")

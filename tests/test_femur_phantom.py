@@ -11,7 +11,8 @@ import pytest
 from scipy import ndimage
 
 from ctmorph.errors import ConfigError
-from ctmorph.phantoms.femur import GROUPS, LABELS, _study_design, make_femur, make_sample_study
+from ctmorph.phantoms.femur import GROUPS, LABELS, make_femur
+from ctmorph.phantoms.sample_study import make_sample_study, study_design
 
 SMALL = dict(shape_yx=(64, 64), length_mm=1.4)
 
@@ -184,7 +185,7 @@ def test_sample_study_layout_truth_and_determinism(tmp_path):
     assert any(r["first_section"] > 0 for r in rec)
     _check_density_truth(a, truth, rec)
     # a different study seed gives other animals
-    assert [d["seed"] for d in _study_design(12, 1)] != [r["seed"] for r in rec]
+    assert [d["seed"] for d in study_design(12, 1)] != [r["seed"] for r in rec]
 
 
 def _check_density_truth(a: Path, truth: dict, rec: list[dict]) -> None:

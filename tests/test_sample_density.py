@@ -32,7 +32,7 @@ import pytest
 from click.testing import CliRunner
 
 from ctmorph.cli import cli
-from ctmorph.phantoms.femur import make_sample_study
+from ctmorph.phantoms.sample_study import make_sample_study
 
 RHO_BONE, RHO_MARROW = 1.15, 0.0
 

@@ -1,5 +1,6 @@
 """Analytic test volumes (:mod:`.shapes`), HA calibration rods (:mod:`.rods`), the synthetic
-rat-femur sample study (:mod:`.femur`), realistic femur scans and the hard study
+rat femur (:mod:`.femur`) and the sample study (:mod:`.sample_study`), realistic femur scans and
+the hard study
 (:mod:`.realistic`), and the building blocks they share (:mod:`.fields`)."""
 
 from .realistic import (

@@ -1,11 +1,10 @@
-"""Synthetic rat distal femur and the deterministic sample study.
+"""Synthetic rat distal femur with per-voxel truth.
 
 :func:`make_femur` builds one distal femur as a Bruker SkyScan 1172 / NRecon 8-bit
 reconstruction would show it, with the truth every test needs: a tissue label per voxel, the
 growth-plate reference slice and the trabecular VOI 1.0-3.0 mm proximal of it.
-:func:`make_sample_study` writes nine such scans (sham, OVX, OVX+Exos; three animals each) as
-NRecon folders plus ``groups.csv`` and ``truth.json``, and the two HA calibration phantom scans
-(0.25 and 0.75 g/cm³) in ``phantoms/``, so BMD and TMD can be measured on the study.
+:func:`ctmorph.phantoms.sample_study.make_sample_study` writes nine such scans as the sample
+study.
 
 Anatomy along the long axis, from the distal end (all lengths in mm)::
 
@@ -32,10 +31,10 @@ Grey values are those of an 8-bit NRecon export (air 10, soft tissue 60, marrow 
 (partial volume) with additive noise of SD ``noise_sd``. The noise is drawn as windows at random
 offsets into a pool of normal deviates (cheap and deterministic). The sample study writes the
 femurs with the CS window under which marrow (64) means 0 and trabecular bone (200) 1.15 g/cm³
-HA in :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL` (:data:`STUDY_DENSITY`), the model of its
-phantom scans. All sizes are in mm, so the
-femur looks the same at any voxel size; the cross-section scales with the slice size (shaft
-0.84 of the field of view) so small test femurs still fit.
+HA in :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL`
+(:data:`~ctmorph.phantoms.sample_study.STUDY_DENSITY`), the model of its phantom scans. All
+sizes are in mm, so the femur looks the same at any voxel size; the cross-section scales with
+the slice size (shaft 0.84 of the field of view) so small test femurs still fit.
 
 Departures from the ideal scan, each with its truth (all off by default, and then the arrays
 are exactly those of the ideal femur): the bone axis tilted from the slice normal (the truth
@@ -46,16 +45,10 @@ reconstruction circle and 16-bit output (see :func:`make_femur`).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -63,7 +56,6 @@ from scipy import ndimage
 
 from ..errors import ConfigError
 from .fields import (
-    replace_folder_atomic,
     ring_profile,
     rotation_taking_z_to,
     sheet_field,
@@ -75,11 +67,10 @@ __all__ = [
     "LABELS",
     "FemurPhantom",
     "VoiTruth",
-    "STUDY_GROUPS",
-    "STUDY_DENSITY",
-    "STUDY_PHANTOMS",
+    "GREY",
+    "MARROW",
+    "TRAB",
     "make_femur",
-    "make_sample_study",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,9 +84,9 @@ LABELS: dict[str, int] = {
     "trabecular": 4,
     "cortical": 5,
 }
-_AIR, _SOFT, _MARROW, _CART, _TRAB, _CORT = range(6)
+_AIR, _SOFT, MARROW, _CART, TRAB, _CORT = range(6)
 # 8-bit grey level of each label before blur and noise (NRecon 8-bit export of a rat femur).
-_GREY = np.array([10.0, 60.0, 64.0, 68.0, 200.0, 215.0], dtype=np.float32)
+GREY = np.array([10.0, 60.0, 64.0, 68.0, 200.0, 215.0], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -221,7 +212,7 @@ class FemurPhantom:
     def endocortical_truth(self) -> np.ndarray:
         """(Z, Y, X) bool: everything inside the endocortical surface (marrow, cartilage and
         trabecular bone)."""
-        return (self.labels >= _MARROW) & (self.labels <= _TRAB)
+        return (self.labels >= MARROW) & (self.labels <= TRAB)
 
     def voi_mask(self) -> np.ndarray:
         """(Z, Y, X) bool: the true endocortical region restricted to the truth VOI slices
@@ -860,16 +851,16 @@ def _femur_labels(fl: _Fields, shape: tuple[int, int, int], vox: float, distal_f
                 below = (d - _TIP_MM) - _CAP_MM * (1.0 - np.sqrt(1.0 - qn**2))
                 endo &= below > _EPI_SHELL_MM
             np.copyto(lab, np.uint8(_CORT), where=env)
-            np.copyto(lab, np.uint8(_MARROW), where=endo)
+            np.copyto(lab, np.uint8(MARROW), where=endo)
             fk = f_slab[k - k0]
             if d < float(s_prox.max()):
                 cart = endo & (d >= s_dist) & (d < s_prox)
                 np.copyto(lab, np.uint8(_CART), where=cart)
                 if bridges is not None:
-                    np.copyto(lab, np.uint8(_TRAB), where=cart & bridges)
+                    np.copyto(lab, np.uint8(TRAB), where=cart & bridges)
                 ek_ = e_slab[k - k0] if k < k_ea else np.full_like(fk, np.inf)
                 epi_bone = endo & (d < s_dist) & ((ek_ < t_epi) | (d >= s_epi))
-                np.copyto(lab, np.uint8(_TRAB), where=epi_bone)
+                np.copyto(lab, np.uint8(TRAB), where=epi_bone)
             if d >= float(s_prox.min()):
                 meta = endo & (d >= s_prox)
                 t_s = float(np.interp(secondary_bv_tv(d - ref_mm_est), prob, u_lut))
@@ -880,7 +871,7 @@ def _femur_labels(fl: _Fields, shape: tuple[int, int, int], vox: float, distal_f
                     thr_p = np.interp(rho_p, prob, p_lut)
                     thr_p[rho_p <= 0] = np.inf
                     bone |= p_field[k - k_pa] > thr_p
-                np.copyto(lab, np.uint8(_TRAB), where=meta & bone)
+                np.copyto(lab, np.uint8(TRAB), where=meta & bone)
     return labels
 
 
@@ -906,7 +897,7 @@ def _voi_truth(labels: np.ndarray, distal_first: bool, vox: float, voi_offset_mm
         lab_df = labels if distal_first else labels[::-1]
         voi_b = np.zeros(labels.shape, dtype=np.uint8)
         part = lab_df[v0:v1]
-        voi_b[v0:v1] = (part >= _MARROW) & (part <= _TRAB)
+        voi_b[v0:v1] = (part >= MARROW) & (part <= TRAB)
         axis_yx = ((ny - 1) / 2.0 + shift_y / vox, (nx - 1) / 2.0 + shift_x / vox)
         tilt, rotated, voi_df = _tilt_volume(
             lab_df, voi_b, axis_tilt_deg, axis_azimuth_deg, ref_k, axis_yx, vox, distal_first
@@ -918,7 +909,7 @@ def _voi_truth(labels: np.ndarray, distal_first: bool, vox: float, voi_offset_mm
         ref_index = tilt.pop("ref_index")
         zs = np.flatnonzero(voi_mask_array.any(axis=(1, 2)))
         z0, z1 = (int(zs[0]), int(zs[-1]) + 1) if zs.size else (0, 0)
-        bone_truth = labels >= _TRAB
+        bone_truth = labels >= TRAB
         tv = int(np.count_nonzero(voi_mask_array))
         bv_truth = (float(np.count_nonzero(bone_truth & voi_mask_array) / tv) if tv
                     else float("nan"))
@@ -933,11 +924,11 @@ def _voi_truth(labels: np.ndarray, distal_first: bool, vox: float, voi_offset_mm
             ref_index, z0, z1 = ref_k, v0, v1
         else:
             ref_index, z0, z1 = nz - 1 - ref_k, nz - v1, nz - v0
-        bone_truth = labels >= _TRAB
+        bone_truth = labels >= TRAB
         lab_voi = labels[z0:z1]
-        endo_voi = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
+        endo_voi = (lab_voi >= MARROW) & (lab_voi <= TRAB)
         tv = int(np.count_nonzero(endo_voi))
-        bv_truth = float(np.count_nonzero(lab_voi == _TRAB) / tv) if tv else float("nan")
+        bv_truth = float(np.count_nonzero(lab_voi == TRAB) / tv) if tv else float("nan")
 
     return ref_k, ref_index, z0, z1, complete, bone_truth, bv_truth, tilt, voi_mask_array
 
@@ -968,7 +959,7 @@ def _femur_grey(labels: np.ndarray, distal_first: bool, rng_dep: np.random.Gener
     for z0c in range(0, nz, chunk):
         z1c = min(nz, z0c + chunk)
         a, b = max(0, z0c - halo), min(nz, z1c + halo)
-        g = _GREY[lab_df[a:b]]
+        g = GREY[lab_df[a:b]]
         if blur_vox > 0:
             ndimage.gaussian_filter(g, blur_vox, mode="nearest", truncate=3.0, output=g)
         g = g[z0c - a : z1c - a]
@@ -994,305 +985,3 @@ def _femur_grey(labels: np.ndarray, distal_first: bool, rng_dep: np.random.Gener
 
     return grey
 
-
-# --------------------------------------------------------------------------------------------
-# the sample study
-
-#: Group order of the sample study (control first).
-STUDY_GROUPS: tuple[str, ...] = ("sham", "OVX", "OVX+Exos")
-
-#: HA density (g/cm³) of the marrow and of the trabecular bone of the sample study's femurs:
-#: their CS window makes grey 64 (marrow) mean the first and grey 200 (trabecular bone) the
-#: second under ``DEFAULT_HA_MODEL`` (rat trabecular TMD is about 1.0-1.2 g/cm³ HA).
-STUDY_DENSITY: dict[str, float] = {"marrow": 0.0, "trabecular": 1.15}
-
-#: The sample study's HA phantom scans (folder under ``phantoms/``, rod density g/cm³, CS
-#: window or None for the femurs' window). Same scanner settings and voxel size as the femurs;
-#: the 0.75 rod is reconstructed with another window, as labs often do, so a calibration must go
-#: through attenuation rather than grey values.
-STUDY_PHANTOMS: tuple[tuple[str, float, tuple[float, float] | None], ...] = (
-    ("HA025", 0.25, None),
-    ("HA075", 0.75, (-0.005, 0.09)),
-)
-_PHANTOM_SLICES, _PHANTOM_SIZE, _PHANTOM_ROD_MM = 40, 256, 2.0
-
-
-def _study_cs_window() -> tuple[float, float]:
-    """CS window of the sample study's femurs (see :data:`STUDY_DENSITY`)."""
-    from .rods import cs_window_for_levels
-
-    return cs_window_for_levels(
-        (float(_GREY[_MARROW]), float(_GREY[_TRAB])),
-        (STUDY_DENSITY["marrow"], STUDY_DENSITY["trabecular"]),
-    )
-
-
-def _label_density(cs_window: tuple[float, float]) -> np.ndarray:
-    """HA density (g/cm³) of each label's grey level under ``cs_window`` (DEFAULT_HA_MODEL)."""
-    from .rods import DEFAULT_HA_MODEL as model
-
-    att = cs_window[0] + _GREY.astype(np.float64) / 255.0 * (cs_window[1] - cs_window[0])
-    return (att - model.matrix_attenuation) / model.attenuation_per_density
-
-
-def _study_design(seed: int, animals_per_group: int) -> list[dict[str, Any]]:
-    """Per-scan design of the sample study: names, seeds, stack order, numbering, jitter."""
-    designs = []
-    i = 0
-    for group in STUDY_GROUPS:
-        for animal in range(1, animals_per_group + 1):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, i, 1]))
-            scan_seed = int(np.random.SeedSequence([seed, i, 0]).generate_state(1)[0])
-            target = GROUPS[group].bv_tv * float(np.clip(1.0 + 0.08 * rng.standard_normal(),
-                                                         0.8, 1.2))
-            designs.append(
-                {
-                    "scan": f"{GROUPS[group].folder}_{animal:02d}",
-                    "group": group,
-                    "animal": animal,
-                    "seed": scan_seed,
-                    "distal_first": i % 3 != 2,  # every third stack is stored proximal first
-                    "first_section": 0 if i % 3 == 0 else int(rng.integers(60, 640)),
-                    "bv_tv_design": round(target, 4),
-                    "length_mm": round(4.30 + 0.2 * float(rng.random()), 3),
-                    "epiphysis_mm": round(0.72 + 0.08 * float(rng.random()), 3),
-                    "plate_thickness_mm": round(0.14 + 0.04 * float(rng.random()), 3),
-                    "plate_unevenness_mm": round(0.03 + 0.02 * float(rng.random()), 3),
-                    "plate_tilt_deg": round(float(rng.uniform(-1.5, 1.5)), 2),
-                }
-            )
-            i += 1
-    return designs
-
-
-def _write_atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_scan_atomic(
-    out_dir: Path, name: str, phantom: FemurPhantom, first_section: int,
-    cs_window: tuple[float, float],
-) -> None:
-    """Write one NRecon folder into a temporary folder beside the target, then rename it."""
-    from ..io.writer import write_nrecon_folder
-
-    replace_folder_atomic(out_dir, name, lambda folder: write_nrecon_folder(
-        folder,
-        phantom.grey,
-        voxel_size_um=phantom.voxel_um,
-        first_section=first_section,
-        index_length=4,
-        file_type="bmp",
-        cs_window=cs_window,
-    ))
-
-
-def _make_and_write(out: Path, d: dict[str, Any], shape_yx: tuple[int, int], seed: int,
-                    cs_window: tuple[float, float]) -> dict[str, Any]:
-    """Generate one scan of the study, write it, return its truth record."""
-    ph = make_femur(
-        group=d["group"],
-        seed=d["seed"],
-        voxel_um=9.0,
-        shape_yx=shape_yx,
-        length_mm=d["length_mm"],
-        distal_first=d["distal_first"],
-        plate_unevenness_mm=d["plate_unevenness_mm"],
-        plate_thickness_mm=d["plate_thickness_mm"],
-        plate_tilt_deg=d["plate_tilt_deg"],
-        epiphysis_mm=d["epiphysis_mm"],
-        bv_tv=d["bv_tv_design"],
-    )
-    _write_scan_atomic(out, d["scan"], ph, d["first_section"], cs_window)
-    first = d["first_section"]
-    vt = ph.voi_truth
-    # truth BMD: mean painted density of the true endocortical VOI (blur and noise keep the
-    # mean, but for the cortex blurring into the rim); truth TMD: the trabecular bone's density
-    z0, z1 = vt.z0, vt.z1
-    lab_voi = ph.labels[z0:z1]
-    endo = (lab_voi >= _MARROW) & (lab_voi <= _TRAB)
-    bmd = float(_label_density(cs_window)[lab_voi[endo]].mean()) if endo.any() else math.nan
-    logger.info("wrote %s (%s, ref slice %d)", d["scan"], d["group"], first + ph.ref_index)
-    return {
-        "scan": d["scan"],
-        "group": d["group"],
-        "seed": d["seed"],
-        "study_seed": int(seed),
-        "distal_end": ph.distal_end,
-        "first_section": first,
-        "n_slices": int(ph.grey.shape[0]),
-        "voxel_um": ph.voxel_um,
-        "ref_index": ph.ref_index,
-        "ref_slice": first + ph.ref_index,
-        "voi_first_slice": first + vt.z0,
-        "voi_last_slice": first + vt.z1 - 1,
-        "voi_offset_mm": vt.offset_mm,
-        "voi_height_mm": vt.height_mm,
-        "bv_tv_group_target": round(100.0 * GROUPS[d["group"]].bv_tv, 3),
-        "bv_tv_design": round(100.0 * vt.bv_tv_design, 3),
-        "bv_tv_truth": round(100.0 * vt.bv_tv, 3),
-        "bmd_truth": round(bmd, 5),
-        "tmd_truth": STUDY_DENSITY["trabecular"],
-        "length_mm": round(ph.params["length_mm"], 4),
-        "epiphysis_mm": d["epiphysis_mm"],
-        "plate_thickness_mm": d["plate_thickness_mm"],
-        "plate_unevenness_mm": d["plate_unevenness_mm"],
-        "plate_tilt_deg": d["plate_tilt_deg"],
-    }
-
-
-def _write_phantoms(out: Path, seed: int, femur_window: tuple[float, float]
-                    ) -> list[dict[str, Any]]:
-    """Write the HA phantom scans of the study into ``out / 'phantoms'``; their truth records."""
-    from .rods import make_ha_phantom
-
-    parent = out / "phantoms"
-    parent.mkdir(exist_ok=True)
-    records = []
-    for k, (name, density, window) in enumerate(STUDY_PHANTOMS):
-        win = femur_window if window is None else window
-        ph_seed = int(np.random.SeedSequence([seed, 1000 + k]).generate_state(1)[0])
-        replace_folder_atomic(
-            parent, name, lambda folder, d=density, w=win, s=ph_seed: make_ha_phantom(
-                folder, [d], voxel_size_um=9.0, rod_diameter_mm=_PHANTOM_ROD_MM,
-                n_slices=_PHANTOM_SLICES, slice_size=_PHANTOM_SIZE, cs_window=w, seed=s,
-            ))
-        logger.info("wrote phantoms/%s (%g g/cm³ HA)", name, density)
-        records.append({
-            "scan": name,
-            "folder": f"phantoms/{name}",
-            "density": density,
-            "cs_window": [round(v, 8) for v in win],
-            "seed": ph_seed,
-            "voxel_um": 9.0,
-            "rod_diameter_mm": _PHANTOM_ROD_MM,
-            "n_slices": _PHANTOM_SLICES,
-            "slice_size": _PHANTOM_SIZE,
-        })
-    return records
-
-
-def make_sample_study(
-    out_dir: str | os.PathLike[str],
-    *,
-    seed: int = 2026,
-    animals_per_group: int = 3,
-    shape_yx: tuple[int, int] = (256, 256),
-    jobs: int | None = None,
-) -> list[dict[str, Any]]:
-    """Write the synthetic sample study: NRecon folders, ``groups.csv`` and ``truth.json``.
-
-    Three groups (``sham``, ``OVX``, ``OVX+Exos``) of ``animals_per_group`` rat distal femurs
-    at 9 µm, each an NRecon folder of 8-bit BMP slices with a 4-digit section index
-    (``sham_01/sham_01_rec0000.bmp`` ..., ``OVXExos_02/...``). Every third stack is stored
-    proximal end first, and most stacks start at a non-zero section number, as NRecon numbers
-    sections by detector row. Animals differ in BV/TV (±8 % of the group design), growth-plate
-    position, thickness, waviness and tilt, and scanned length. Same seed, same bytes
-    (whatever ``jobs``).
-
-    The femurs carry the CS window under which marrow is 0 and trabecular bone 1.15 g/cm³ HA
-    (:data:`STUDY_DENSITY`) under :data:`ctmorph.phantoms.rods.DEFAULT_HA_MODEL`, and
-    ``phantoms/HA025`` and ``phantoms/HA075`` hold scans of a 2 mm HA rod of 0.25 and
-    0.75 g/cm³ (:data:`STUDY_PHANTOMS`; same scanner settings and voxel size, 40 slices of
-    256 x 256) to calibrate on::
-
-        ctmorph calibrate STUDY/phantoms/HA025 STUDY/phantoms/HA075 --densities 0.25,0.75 \\
-            -o calibration.json
-        ctmorph analyze STUDY --groups STUDY/groups.csv --calibration calibration.json -o OUT
-
-    (``phantoms/`` holds no slices itself, so :func:`ctmorph.io.find_scan_dirs` on the study
-    folder skips it and finds the femurs only.)
-
-    Parameters
-    ----------
-    out_dir : str or path
-        Study folder (created). Existing scan folders of the same names are replaced; each is
-        written into a temporary folder beside it and renamed into place.
-    seed : int
-        Study seed.
-    animals_per_group : int
-        Animals per group (3 gives the 9-scan sample study).
-    shape_yx : (int, int)
-        Slice size in pixels.
-    jobs : int, optional
-        Worker processes (default: up to 2, as many as there are CPUs); 1 runs in this
-        process.
-
-    Returns
-    -------
-    list of dict
-        One truth record per scan, as written to ``truth.json``: ``scan``, ``group``,
-        ``seed``, ``distal_end``, ``first_section``, ``n_slices``, ``voxel_um``, ``ref_index``
-        (array index) and ``ref_slice`` (section number), ``voi_first_slice`` and
-        ``voi_last_slice`` (section numbers of the design VOI 1.0-3.0 mm proximal of the
-        reference), ``bv_tv_group_target``, ``bv_tv_design`` (this animal's target) and
-        ``bv_tv_truth`` (% of bone in the true endocortical region of the design VOI) and the
-        geometry parameters, ``bmd_truth`` (g/cm³ HA: mean painted density of the true
-        endocortical region of the design VOI) and ``tmd_truth`` (1.15 g/cm³ HA).
-        ``truth.json`` also records the femurs' CS window, the density of every tissue, the
-        attenuation model and the phantom scans (``phantoms``).
-    """
-    out = Path(out_dir)
-    if animals_per_group < 1:
-        raise ConfigError(f"animals_per_group must be >= 1, got {animals_per_group!r}")
-    n_jobs = min(2, os.cpu_count() or 1) if jobs is None else int(jobs)
-    if n_jobs < 1:
-        raise ConfigError(f"jobs must be >= 1, got {jobs!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    designs = _study_design(seed, animals_per_group)
-    shape = (int(shape_yx[0]), int(shape_yx[1]))
-    window = _study_cs_window()
-    if n_jobs == 1:
-        records = [_make_and_write(out, d, shape, seed, window) for d in designs]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        # numpy and scipy.ndimage release the GIL in the heavy loops: threads suffice and
-        # need no picklable state or __main__ guard in the caller
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            futures = [pool.submit(_make_and_write, out, d, shape, seed, window)
-                       for d in designs]
-            records = [f.result() for f in futures]
-    phantoms = _write_phantoms(out, seed, window)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["scan", "group"])
-    writer.writerows([r["scan"], r["group"]] for r in records)
-    _write_atomic_text(out / "groups.csv", buf.getvalue())
-    from .rods import DEFAULT_HA_MODEL
-
-    dens = _label_density(window)
-    truth = {
-        "generator": "ctmorph.phantoms.femur.make_sample_study",
-        "study_seed": int(seed),
-        "units": {"ref_slice": "section number", "voi_first_slice": "section number",
-                  "voi_last_slice": "section number", "bv_tv_group_target": "%",
-                  "bv_tv_design": "%", "bv_tv_truth": "%", "voxel_um": "µm", "length_mm": "mm",
-                  "bmd_truth": "g/cm³ HA", "tmd_truth": "g/cm³ HA",
-                  "tissue_density": "g/cm³ HA", "density": "g/cm³ HA",
-                  "cs_window": "NRecon CS units", "rod_diameter_mm": "mm"},
-        "femur_cs_window": [round(v, 8) for v in window],
-        "tissue_density": {name: round(float(dens[k]), 5) + 0.0  # (no -0.0)
-                           for name, k in LABELS.items()},
-        "attenuation_model": {
-            "matrix_attenuation": DEFAULT_HA_MODEL.matrix_attenuation,
-            "attenuation_per_density": DEFAULT_HA_MODEL.attenuation_per_density,
-            "calibration_slope": DEFAULT_HA_MODEL.slope,
-            "calibration_intercept": DEFAULT_HA_MODEL.intercept,
-        },
-        "phantoms": phantoms,
-        "scans": records,
-    }
-    _write_atomic_text(out / "truth.json", json.dumps(truth, indent=2, ensure_ascii=False) + "\n")
-    logger.info("sample study: %d scans + %d phantoms in %s (%.1f s)", len(records),
-                len(phantoms), out,
-                time.perf_counter() - t0)
-    return records
