@@ -58,6 +58,7 @@ from ..errors import ConfigError
 from .fields import (
     ring_profile,
     rotation_taking_z_to,
+    round_roi_zeros,
     sheet_field,
     smoothstep,
 )
@@ -977,11 +978,7 @@ def _femur_grey(labels: np.ndarray, distal_first: bool, rng_dep: np.random.Gener
         np.clip(g, 0.0, gmax, out=g)
         grey_df[z0c:z1c] = g
     if round_roi:
-        yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
-        r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
-        inside = r2 <= (min(ny, nx) / 2.0) ** 2
-        grey[:, ~inside] = 0
-        np.maximum(grey, 1, out=grey, where=inside[None])
+        round_roi_zeros(grey)
 
     return grey
 

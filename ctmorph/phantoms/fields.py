@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "round_roi_zeros",
     "GridField",
     "gaussian_noise_field",
     "replace_folder_atomic",
@@ -238,3 +239,14 @@ def replace_folder_atomic(out_dir: Path, name: str, write: Callable[[Path], Any]
             shutil.rmtree(old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def round_roi_zeros(grey: np.ndarray) -> None:
+    """NRecon's round ROI, in place: exact zeros (no data) outside the reconstruction circle
+    inscribed in each slice, at least 1 inside it."""
+    _, ny, nx = grey.shape
+    yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
+    r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
+    inside = r2 <= (min(ny, nx) / 2.0) ** 2
+    grey[:, ~inside] = 0
+    np.maximum(grey, 1, out=grey, where=inside[None])

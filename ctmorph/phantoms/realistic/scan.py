@@ -19,6 +19,7 @@ from ..fields import (
     gaussian_noise_field,
     ring_profile,
     rotation_taking_z_to,
+    round_roi_zeros,
     sheet_field,
 )
 from .design import (
@@ -432,11 +433,7 @@ def _grey(labels: np.ndarray, anatomy: Anatomy, specimen: Specimen, scan: ScanSe
         np.clip(g, 0.0, gmax, out=g)
         grey[z0:z1] = g
     if scan.round_roi:
-        yc, xc = (ny - 1) / 2.0, (nx - 1) / 2.0
-        r2 = (np.arange(ny)[:, None] - yc) ** 2 + (np.arange(nx)[None, :] - xc) ** 2
-        inside = r2 <= (min(ny, nx) / 2.0) ** 2
-        grey[:, ~inside] = 0
-        np.maximum(grey, 1, out=grey, where=inside[None])
+        round_roi_zeros(grey)
     return grey, speck_list
 
 

@@ -202,16 +202,23 @@ def search_planes(tiles: TileProfiles, *, max_tilt_deg: float = MAX_TILT_DEG,
 MAX_BULGE_MM = 0.2
 
 
+def _about(tiles: TileProfiles, origin: tuple[float, float]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Tile centres (mm), the usable tiles, their offsets from ``origin`` and the radius of
+    the usable tiles about it (at least one tile)."""
+    centres = tiles.centres_mm()
+    used = tiles.usable().any(axis=0)
+    u = centres - np.asarray(origin)
+    return centres, used, u, max(float(np.sqrt((u[used] ** 2).sum(axis=1)).max()), TILE_MM)
+
+
 def bend(tiles: TileProfiles, plane: Surface, *, steps: int = 7) -> Surface:
     """The quadratic surface near ``plane`` along which the dip is deepest: curvatures on a
     grid of ``steps`` values each (up to :data:`MAX_BULGE_MM` at the edge of the tiled
     width), the slopes and ``z0`` re-searched around the plane's."""
     dz = tiles.spacing[0]
     nz = tiles.shape[0]
-    centres = tiles.centres_mm()
-    used = tiles.usable().any(axis=0)
-    u = centres - np.asarray(plane.origin)
-    radius = max(float(np.sqrt((u[used] ** 2).sum(axis=1)).max()), TILE_MM)
+    centres, used, u, radius = _about(tiles, plane.origin)
     kmax = MAX_BULGE_MM / radius**2 / dz
     ks = np.linspace(-kmax, kmax, steps)
     slope_step = 0.03 / radius / dz
@@ -249,10 +256,7 @@ def wave(tiles: TileProfiles, surface: Surface) -> Surface:
     radius, ``|A|`` up to :data:`MAX_WAVE_MM`; stored as the surface's per-tile residual."""
     dz = tiles.spacing[0]
     nz = tiles.shape[0]
-    centres = tiles.centres_mm()
-    used = tiles.usable().any(axis=0)
-    u = centres - np.asarray(surface.origin)
-    radius = max(float(np.sqrt((u[used] ** 2).sum(axis=1)).max()), TILE_MM)
+    centres, used, u, radius = _about(tiles, surface.origin)
     base = surface.shape_at(centres)
     amps = np.linspace(-MAX_WAVE_MM, MAX_WAVE_MM, 9) / dz
     angles = np.radians(np.arange(0, 180, 30))
