@@ -61,6 +61,7 @@ from .fields import (
     round_roi_zeros,
     sheet_field,
     smoothstep,
+    speck_positions,
 )
 
 __all__ = [
@@ -385,29 +386,6 @@ def _plate_bridges(
         ri = int(math.ceil(r))
         ys, xs = slice(max(0, cy - ri), cy + ri + 1), slice(max(0, cx - ri), cx + ri + 1)
         out[ys, xs] |= (yy[ys, xs] - cy) ** 2 + (xx[ys, xs] - cx) ** 2 <= r * r
-    return out
-
-
-def _speck_positions(
-    rng: np.random.Generator, lab_df: np.ndarray, n: int, round_roi: bool
-) -> list[tuple[int, int, int, int, float]]:
-    """``n`` bright specks (z, y, x, cube size 1-3, grey 200-255) in air or soft tissue, at
-    least 4 voxels (in-plane) from bone, inside the reconstruction circle."""
-    nz, ny, nx = lab_df.shape
-    yc, xc, rad = (ny - 1) / 2.0, (nx - 1) / 2.0, min(ny, nx) / 2.0 - 4.0
-    out: list[tuple[int, int, int, int, float]] = []
-    for _ in range(200 * n):
-        if len(out) == n:
-            break
-        size = int(rng.integers(1, 4))
-        z = int(rng.integers(0, nz - size + 1))
-        y = int(rng.integers(4, ny - size - 4))
-        x = int(rng.integers(4, nx - size - 4))
-        if round_roi and math.hypot(y - yc, x - xc) > rad - size:
-            continue
-        around = lab_df[z : z + size, y - 4 : y + size + 4, x - 4 : x + size + 4]
-        if (around <= _SOFT).all():
-            out.append((z, y, x, size, float(rng.uniform(200.0, 255.0))))
     return out
 
 
@@ -945,8 +923,9 @@ def _femur_grey(labels: np.ndarray, distal_first: bool, rng_dep: np.random.Gener
     gmax = 255.0 if bit_depth == 8 else 65535.0
     grey = np.empty((nz, ny, nx), dtype=np.uint8 if bit_depth == 8 else np.uint16)
     rings_grey = ring_profile(rng_dep, ny, nx, rings, ring_amplitude) if rings else None
-    speck_list = (_speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
-                                   round_roi) if specks else [])
+    speck_list = (speck_positions(rng_dep, labels if distal_first else labels[::-1], specks,
+                                  round_roi, below=_SOFT, z_margin=0, tries=200)
+                  if specks else [])
     halo = int(math.ceil(3.0 * blur_vox)) if blur_vox > 0 else 0
     chunk = 32
     # White noise: windows at random offsets into a pool of normal deviates two chunks long

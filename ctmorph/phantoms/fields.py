@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "speck_positions",
     "round_roi_zeros",
     "GridField",
     "gaussian_noise_field",
@@ -250,3 +251,28 @@ def round_roi_zeros(grey: np.ndarray) -> None:
     inside = r2 <= (min(ny, nx) / 2.0) ** 2
     grey[:, ~inside] = 0
     np.maximum(grey, 1, out=grey, where=inside[None])
+
+
+def speck_positions(rng: np.random.Generator, labels: np.ndarray, n: int, round_roi: bool, *,
+                    below: int, z_margin: int, tries: int
+                    ) -> list[tuple[int, int, int, int, float]]:
+    """``n`` bright specks ``(z, y, x, cube size 1-3, grey 200-255)`` where every label within
+    4 voxels in-plane (``z_margin`` slices along z) is at most ``below`` (no tissue near), inside
+    the reconstruction circle with ``round_roi``; at most ``tries`` draws per speck."""
+    nz, ny, nx = labels.shape
+    yc, xc, rad = (ny - 1) / 2.0, (nx - 1) / 2.0, min(ny, nx) / 2.0 - 4.0
+    out: list[tuple[int, int, int, int, float]] = []
+    for _ in range(tries * max(n, 1)):
+        if len(out) == n:
+            break
+        size = int(rng.integers(1, 4))
+        z = int(rng.integers(0, nz - size + 1))
+        y = int(rng.integers(4, ny - size - 4))
+        x = int(rng.integers(4, nx - size - 4))
+        if round_roi and math.hypot(y - yc, x - xc) > rad - size:
+            continue
+        around = labels[max(0, z - z_margin): z + size + z_margin, y - 4: y + size + 4,
+                        x - 4: x + size + 4]
+        if (around <= below).all():
+            out.append((z, y, x, size, float(rng.uniform(200.0, 255.0))))
+    return out

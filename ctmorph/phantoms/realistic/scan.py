@@ -21,6 +21,7 @@ from ..fields import (
     rotation_taking_z_to,
     round_roi_zeros,
     sheet_field,
+    speck_positions,
 )
 from .design import (
     AIR,
@@ -144,28 +145,6 @@ def _bubbles(model: FemurModel, specimen: Specimen, lay: dict[str, Any], rng: np
                 c = p[hit[0]]
                 out.append(_Bubble((float(c[0]), float(c[1]), float(c[2])), r, on_bone))
                 break
-    return out
-
-
-def _specks(rng: np.random.Generator, labels: np.ndarray, n: int, round_roi: bool
-            ) -> list[tuple[int, int, int, int, float]]:
-    """``n`` bright specks (z, y, x, cube size 1-3, grey 200-255 in 8-bit reference units)
-    in air, fluid, bubbles or foam, at least 4 voxels from bone and soft tissue."""
-    nz, ny, nx = labels.shape
-    yc, xc, rad = (ny - 1) / 2.0, (nx - 1) / 2.0, min(ny, nx) / 2.0 - 4.0
-    out: list[tuple[int, int, int, int, float]] = []
-    for _ in range(400 * max(n, 1)):
-        if len(out) == n:
-            break
-        size = int(rng.integers(1, 4))
-        z = int(rng.integers(0, nz - size + 1))
-        y = int(rng.integers(4, ny - size - 4))
-        x = int(rng.integers(4, nx - size - 4))
-        if round_roi and math.hypot(y - yc, x - xc) > rad - size:
-            continue
-        around = labels[max(0, z - 4): z + size + 4, y - 4: y + size + 4, x - 4: x + size + 4]
-        if (around <= FLUID).all():
-            out.append((z, y, x, size, float(rng.uniform(200.0, 255.0))))
     return out
 
 
@@ -390,7 +369,8 @@ def _grey(labels: np.ndarray, anatomy: Anatomy, specimen: Specimen, scan: ScanSe
     grey = np.empty((nz, ny, nx), dtype=np.uint8 if scan.bit_depth == 8 else np.uint16)
     rings_grey = ring_profile(rng(3), ny, nx, scan.rings, scan.ring_amplitude) if scan.rings \
         else None
-    speck_list = _specks(rng(4), labels, scan.specks, scan.round_roi) if scan.specks else []
+    speck_list = speck_positions(rng(4), labels, scan.specks, scan.round_roi,
+                                 below=FLUID, z_margin=4, tries=400) if scan.specks else []
     blur = float(scan.blur_vox)
     halo = int(math.ceil(3.0 * blur)) if blur > 0 else 0
     white_sd = scan.noise_sd / math.sqrt(_gaussian_weight_energy(blur) ** 3) if blur > 0 \
