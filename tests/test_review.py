@@ -187,6 +187,19 @@ def _sha256(text: str) -> str:
 # Python: order, escaping, CSP, missing sections
 
 
+def _save_overrides(d, downloads: Path) -> Path:
+    """Click "Save overrides.csv" and wait (up to 5 s) for the download to finish."""
+    save = d.find_element("id", "save")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
+    save.click()
+    target = downloads / "overrides.csv"
+    for _ in range(100):
+        if target.is_file() and not list(downloads.glob("*.crdownload")):
+            break
+        time.sleep(0.05)
+    return target
+
+
 def test_scans_least_confident_first(study):
     assert [s.scan for s in load_review(study)] == EXPECTED_ORDER
     # and the sort itself, independent of file order
@@ -500,14 +513,7 @@ def test_clicks_saved_as_overrides_csv(opened, tmp_path):
     assert d.find_element("id", "count").text == "4 scans corrected"
     assert opened.problems() == []
 
-    save = d.find_element("id", "save")
-    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
-    save.click()
-    target = downloads / "overrides.csv"
-    for _ in range(100):
-        if target.is_file() and not list(downloads.glob("*.crdownload")):
-            break
-        time.sleep(0.05)
+    target = _save_overrides(d, downloads)
     text = target.read_text(encoding="utf-8")
     rows = list(csv.reader(io.StringIO(text, newline="")))
     assert rows[0] == ["scan", "ref_slice"]
@@ -564,14 +570,7 @@ def test_round_trip_click_to_corrected_analysis(browser, tmp_path):
     row = 12  # image row 12 is section 112 of the shaft scan
     y = (row + 0.5) * box["height"] / h - box["height"] / 2
     ActionChains(d).move_to_element_with_offset(img, 0, round(y)).click().perform()
-    save = d.find_element("id", "save")
-    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
-    save.click()
-    target = downloads / "overrides.csv"
-    for _ in range(100):
-        if target.is_file() and not list(downloads.glob("*.crdownload")):
-            break
-        time.sleep(0.05)
+    target = _save_overrides(d, downloads)
     assert target.read_text() == "scan,ref_slice\nshaft,112\n"
     assert opened.problems() == []
     again = CliRunner().invoke(cli, [*args, "--overrides", str(target)])
