@@ -636,7 +636,9 @@ def calibrate(ctx, phantom_dirs, densities, out, core_fraction, edge_margin_vox)
 @_handle_errors
 def samples(ctx, directory, seed, if_missing, realistic) -> None:
     """(Re)generate the synthetic sample study (3 groups × 3 rat femurs) in DIRECTORY."""
-    if if_missing and _sample_study_complete(directory, realistic=realistic):
+    from .phantoms.sample_study import study_complete
+
+    if if_missing and study_complete(directory, realistic=realistic):
         click.echo(f"sample study already in {directory}")
         return
     if realistic:
@@ -676,27 +678,6 @@ def inspect(ctx, scan_dir, voxel_size) -> None:
 def _param(ctx: click.Context, name: str) -> click.Parameter:
     """The command's parameter ``name`` (for errors that name the option as typed)."""
     return next(p for p in ctx.command.params if p.name == name)
-
-
-def _sample_study_complete(directory: Path, *, realistic: bool = False) -> bool:
-    """True when ``groups.csv`` lists scans that all exist as folders with a log (and the
-    calibration phantoms, or for the realistic study ``truth.json``)."""
-    from .manifest import read_groups
-
-    groups_csv = Path(directory) / "groups.csv"
-    if not groups_csv.is_file():
-        return False
-    try:
-        scans = read_groups(groups_csv)
-    except CtmorphError:
-        return False
-    folders = [Path(directory) / s for s in scans]
-    if realistic:
-        if not (Path(directory) / "truth.json").is_file():
-            return False
-    else:
-        folders += [Path(directory) / "phantoms" / p for p in ("HA025", "HA075")]
-    return bool(scans) and all(any(f.glob("*.log")) for f in folders)
 
 
 def main() -> None:  # console-script entry point

@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from ctmorph.errors import ConfigError
 from ctmorph.phantoms.femur import GROUPS, LABELS, make_femur
-from ctmorph.phantoms.sample_study import make_sample_study, study_design
+from ctmorph.phantoms.sample_study import make_sample_study, study_complete, study_design
 
 SMALL = dict(shape_yx=(64, 64), length_mm=1.4)
 
@@ -161,6 +161,9 @@ def test_sample_study_layout_truth_and_determinism(tmp_path):
     assert _tree_digest(a) == first
     assert not [p for p in a.iterdir() if p.name.startswith(".")]
     assert not [p for p in (a / "phantoms").iterdir() if p.name.startswith(".")]
+    # what `ctmorph samples --if-missing` checks: every scan and both phantoms are there
+    assert study_complete(a) and not study_complete(a, realistic=True)  # no truth of that kind
+    assert not study_complete(tmp_path / "nothing")
 
     names = [r["scan"] for r in rec]
     assert names == ["sham_01", "OVX_01", "OVXExos_01"]

@@ -103,7 +103,8 @@ def test_samples_realistic_if_missing_keeps_a_complete_study(study):
     root, truth = study
     (root / "groups.csv").write_text("scan,group\n" + "".join(
         f"{n},{truth[n]['group']}\n" for n in NAMES))
-    (root / "truth.json").write_text("{}")
+    generator = "ctmorph.phantoms.realistic.make_realistic_study"
+    (root / "truth.json").write_text(f'{{"generator": "{generator}"}}')
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     res = CliRunner().invoke(cli, ["samples", str(root), "--realistic", "--if-missing"])
     assert res.exit_code == 0 and "already" in res.output, res.output

@@ -24,7 +24,8 @@ from .fields import (
     replace_folder_atomic,
 )
 
-__all__ = ["STUDY_GROUPS", "STUDY_DENSITY", "STUDY_PHANTOMS", "make_sample_study", "study_design"]
+__all__ = ["STUDY_GROUPS", "STUDY_DENSITY", "STUDY_PHANTOMS", "make_sample_study", "study_design",
+           "study_complete"]
 
 logger = logging.getLogger(__name__)
 
@@ -329,3 +330,30 @@ def make_sample_study(
                 len(phantoms), out,
                 time.perf_counter() - t0)
     return records
+
+
+def study_complete(directory: str | os.PathLike[str], *, realistic: bool = False) -> bool:
+    """True when ``groups.csv`` lists scans that all exist as folders with a log, and the study
+    has its calibration phantoms (:data:`STUDY_PHANTOMS`) or, for the realistic study
+    (:func:`ctmorph.phantoms.realistic.make_realistic_study`), its ``truth.json``."""
+    from ..errors import CtmorphError
+    from ..manifest import read_groups
+
+    root = Path(directory)
+    if not (root / "groups.csv").is_file():
+        return False
+    try:
+        scans = read_groups(root / "groups.csv")
+    except CtmorphError:
+        return False
+    folders = [root / s for s in scans]
+    if realistic:  # its truth.json, written last, says which generator made the study
+        try:
+            generator = json.loads((root / "truth.json").read_text(encoding="utf-8"))["generator"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if generator != "ctmorph.phantoms.realistic.make_realistic_study":
+            return False
+    else:
+        folders += [root / "phantoms" / name for name, _, _ in STUDY_PHANTOMS]
+    return bool(scans) and all(any(f.glob("*.log")) for f in folders)
