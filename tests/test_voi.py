@@ -154,6 +154,21 @@ def test_empty_voi_is_an_error(short_sham):
         auto_trabecular_voi(solid, spacing=f.spacing, **SHORT_VOI)
 
 
+def test_voi_slices_without_marrow_space_fail_the_voi():
+    # the one rule the in-memory VOI and the pipeline share: no slice with an endocortical
+    # region is an empty VOI, more than a tenth of its slices without one an incomplete VOI
+    from ctmorph.segment.femur.stream import check_voi_slices
+
+    with pytest.raises(SegmentationError, match=r"VOI is empty: no endocortical region in "
+                                                r"slices 40\.\.49$"):
+        check_voi_slices(np.zeros(10, dtype=np.int64), 40)
+    two = np.array([0, 5, 5, 0, 5, 5, 5, 5, 5, 5])
+    with pytest.raises(SegmentationError, match="VOI is incomplete: 2 of 10 slices have no "
+                                                "endocortical region"):
+        check_voi_slices(two, 40)
+    check_voi_slices(np.r_[0, np.full(9, 5)], 40)  # one tenth: allowed
+
+
 # --------------------------------------------------------------------------------------------
 # analytic shapes
 

@@ -37,6 +37,7 @@ from ..morphometry.zsource import block_ranges
 from ..qc import AxialQc, QcData, ReviewViews, qc_flags
 from ..segment.axis import AlignedSource, BoneAxis
 from ..segment.femur import FemurVoi, proximal_slices
+from ..segment.femur.stream import check_voi_slices
 from ..segment.threshold import grey_histogram, otsu_threshold
 from ..segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 from .measure import Progress, measure_arrays, measure_store
@@ -388,18 +389,10 @@ def _auto_voi(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold,
         per_slice = slab.region.sum(axis=(1, 2))
     else:  # a large slab, measured block by block from the store
         per_slice = slab.store.region_count
-    voi_slices = per_slice[z0 - a : z1 - a] > 0
-    if not voi_slices.any():
-        raise SegmentationError(
-            f"{scan.name}: the trabecular VOI is empty: no endocortical region in slices "
-            f"{z0}..{z1 - 1}"
-        )
-    n_empty = int(np.count_nonzero(~voi_slices))
-    if n_empty > 0.1 * (z1 - z0):
-        raise SegmentationError(
-            f"{scan.name}: the trabecular VOI is incomplete: {n_empty} of {z1 - z0} slices "
-            "have no endocortical region"
-        )
+    try:
+        check_voi_slices(per_slice[z0 - a : z1 - a], z0)
+    except SegmentationError as exc:
+        raise SegmentationError(f"{scan.name}: {exc}") from None
     area = per_slice[z0 - a : z1 - a].astype(np.float64)
     thin = int(np.count_nonzero(area < 0.25 * float(np.median(area))))
     if thin:  # the VOI reaches past the marrow cavity (a bone end, the cortex closing)

@@ -3,7 +3,7 @@
 :class:`FemurStream` is the one implementation of the rat distal femur's automatic VOI. A
 caller feeds it the segmented bone of consecutive chunks of slices (:meth:`FemurStream.add`,
 in any chunking: every summary is per slice); :meth:`FemurStream.locate` then finds the
-distal end, the growth plate (:func:`~ctmorph.segment.femur.sheet.find_plate`, with its
+distal end, the growth plate (:func:`~ctmorph.segment.femur.plate.find_plate`, with its
 confidence and named flags) and the VOI's slices, or takes a reference or VOI given by hand;
 :meth:`FemurStream.region` gives the endocortical region of any slices. The pipeline streams
 scans of any size through it; :func:`~ctmorph.segment.femur.voi.auto_trabecular_voi` is the
@@ -33,7 +33,7 @@ from .profiles import (
 from .tiles import RIM_MARGIN_MM, TileProfiles
 
 __all__ = ["FemurStream", "FemurVoi", "Slices", "section_index", "proximal_slices",
-           "trabecular_slices"]
+           "trabecular_slices", "check_voi_slices"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,24 @@ def trabecular_slices(
     return span
 
 
+def check_voi_slices(region_pixels: np.ndarray, z0: int) -> None:
+    """SegmentationError when the VOI's slices ``z0, z0 + 1, ...`` (``region_pixels``: the
+    endocortical pixels of each) hold no endocortical region, or more than a tenth of them
+    hold none."""
+    empty = region_pixels == 0
+    n = empty.size
+    if empty.all():
+        raise SegmentationError(
+            f"the trabecular VOI is empty: no endocortical region in slices {z0}..{z0 + n - 1}"
+        )
+    n_empty = int(np.count_nonzero(empty))
+    if n_empty > 0.1 * n:
+        raise SegmentationError(
+            f"the trabecular VOI is incomplete: {n_empty} of {n} slices have no endocortical "
+            "region"
+        )
+
+
 def section_index(sections: np.ndarray, section: int, what: str) -> int:
     """The slice index of a section number given by hand (the middle one where a scan
     resampled along its axis has several slices at one section).
@@ -139,7 +157,7 @@ class FemurStream:
     ----------
     counts : dict of str to (Z,) ndarray
         Per slice: ``envelope``, ``interior``, ``interior_bone``, ``cartilage`` pixels
-        (:func:`~ctmorph.segment.femur.plate.slice_counts`).
+        (:func:`~ctmorph.segment.femur.profiles.slice_counts`).
     thick : (Z, sectors) ndarray
         Raw cortical thickness per angular sector (NaN: none).
     has : (Z,) ndarray of bool

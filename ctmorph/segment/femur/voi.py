@@ -16,7 +16,7 @@ from .base import DistalEnd, as_bone, check_distal_end, length_mm
 from .envelope import EnvelopeMaps
 from .plate import GrowthPlate
 from .profiles import end_by_shape
-from .stream import FemurStream
+from .stream import FemurStream, check_voi_slices
 
 __all__ = ["TrabecularVoi", "auto_trabecular_voi", "find_growth_plate", "detect_distal_end"]
 
@@ -111,18 +111,9 @@ def auto_trabecular_voi(
     assert found.plate is not None and found.ref_index is not None  # nothing given by hand
     z0, z1 = found.z0, found.z1
     region = stream.region(bone, 0, found.filled, maps)
+    check_voi_slices(region[z0:z1].sum(axis=(1, 2)), z0)
     voi = np.zeros_like(region)
     voi[z0:z1] = region[z0:z1]
-    if not voi.any():
-        raise SegmentationError(
-            f"the trabecular VOI is empty: no endocortical region in slices {z0}..{z1 - 1}"
-        )
-    empty = [z for z in range(z0, z1) if not voi[z].any()]
-    if len(empty) > 0.1 * (z1 - z0):
-        raise SegmentationError(
-            f"the trabecular VOI is incomplete: {len(empty)} of {z1 - z0} slices have no "
-            "endocortical region"
-        )
     profiles = dict(found.profiles)
     profiles["region_area_mm2"] = region.sum(axis=(1, 2)) * (sp[1] * sp[2])
     return TrabecularVoi(
