@@ -41,16 +41,8 @@ CONFIDENCE_FLOOR = 0.5
 
 
 def _truth(study: Path) -> dict[str, dict]:
-    data = json.loads((study / "truth.json").read_text())
-    scans = data["scans"]
-    return {s["scan"]: s for s in scans} if isinstance(scans, list) else scans
-
-
-def _ref(rec: dict) -> int | None:
-    ref = rec.get("reference") or {}
-    if isinstance(ref, dict):
-        return ref.get("section_number")
-    return rec.get("ref_slice")
+    """truth.json's records by scan (``ref_slice`` None for a femur without a plate)."""
+    return {s["scan"]: s for s in json.loads((study / "truth.json").read_text())["scans"]}
 
 
 def evaluate(study: Path, out: Path, jobs: int) -> pd.DataFrame:
@@ -59,7 +51,8 @@ def evaluate(study: Path, out: Path, jobs: int) -> pd.DataFrame:
     groups = read_groups(study / "groups.csv")
     cfg = AnalysisConfig()
     auto = run_analysis([study], out / "auto", cfg, groups=groups, jobs=jobs, write_qc=True)
-    refs = {n: {"ref_slice": int(_ref(t))} for n, t in truth.items() if _ref(t) is not None}
+    refs = {n: {"ref_slice": t["ref_slice"]} for n, t in truth.items()
+            if t["ref_slice"] is not None}
     given = run_analysis([study / n for n in refs], out / "truth_ref", cfg, groups=groups,
                          jobs=jobs, write_qc=False, overrides=refs)
     a = pd.DataFrame(auto.rows).set_index("scan")
@@ -67,17 +60,17 @@ def evaluate(study: Path, out: Path, jobs: int) -> pd.DataFrame:
     rows = []
     for name, t in truth.items():
         r = a.loc[name]
-        vox = float(t.get("voxel_um", float("nan"))) / 1000.0
-        true_ref = _ref(t)
+        vox = float(t["voxel_um"]) / 1000.0
+        true_ref = t["ref_slice"]
         found = r.get("ref_slice")
-        rec = {"scan": name, "group": t.get("group"), "voxel_um": t.get("voxel_um"),
-               "tilt_deg": round(float(t.get("axis_tilt_deg", 0.0)), 1),
+        rec = {"scan": name, "group": t["group"], "voxel_um": t["voxel_um"],
+               "tilt_deg": round(float(t["axis_tilt_deg"]), 1),
                "true_ref": true_ref, "found_ref": found, "status": r["status"],
                "confidence": r.get("plate_confidence"), "flags": r.get("qc_flags") or "",
                "error": r.get("error") or ""}
         if true_ref is not None and found is not None and not pd.isna(found):
             rec["ref_error_mm"] = round((float(found) - float(true_ref)) * vox, 4)
-        truth_m = t.get("truth_morphometry") or t.get("morphometry") or {}
+        truth_m = t["truth_morphometry"]
         for m in METRICS:
             if r["status"] == "ok" and name in g.index and g.loc[name, "status"] == "ok":
                 ref_value = float(g.loc[name, m])
