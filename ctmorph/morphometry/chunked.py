@@ -58,16 +58,11 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._kernels.edt import squared_edt
-from .._kernels.thickness import (
-    containment_table,
-    finish_thickness,
-    masked_stats,
-    paint_balls,
-)
+from .._kernels.thickness import finish_thickness, masked_stats, paint_balls
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 from .arrays import check_chunk_slices
-from .thickness import EXACT_LIMIT, SHRINK, check_convention, ridges, unit_weights
+from .thickness import check_convention, containment, ridges, unit_weights
 
 __all__ = [
     "ThicknessHalo",
@@ -341,13 +336,7 @@ def thickness_plan(a: Any, spacing, convention: str, chunk_slices: int | None,
     use = K + M if halo is None else halo
     info = ThicknessHalo(radius=math.sqrt(dmax) * unit, centre_slices=K, background_slices=M,
                          halo=use, bounds=bounds, n_phase=n_phase)
-    if exact and dmax < EXACT_LIMIT:  # the same choice as local_thickness on the whole volume
-        table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
-        containment_table(w2, int(dmax), table)
-        shrink = 1.0
-    else:
-        table = np.empty((0, 7), dtype=np.float64)
-        shrink = 1.0 - SHRINK
+    table, shrink = containment(w2, dmax, exact)  # as local_thickness on the whole volume
     offset = 0.5 * float(np.mean(sp)) if convention == "corrected" else 0.0
     logger.info(
         "chunked local thickness: largest ball radius %.6g, halo %d slices (%d + %d), "
