@@ -9,7 +9,7 @@ resident memory (``ru_maxrss``, which includes the interpreter, numba and the ma
 pages):
 
 - ``whole``: ``np.load`` the mask into memory, ``local_thickness`` + mean/SD/max over it;
-- ``chunked-stats``: ``chunked_thickness_stats`` on the memmapped mask (no map kept);
+- ``chunked-stats``: ``thickness_stats_chunked`` on the memmapped mask (no map kept);
 - ``chunked-write``: ``write_local_thickness`` of the memmapped mask to a ``.npy`` file;
 - ``whole-write``: ``local_thickness`` of the in-memory mask saved with ``np.save``.
 
@@ -35,19 +35,19 @@ METHODS = ("whole", "chunked-stats", "whole-write", "chunked-write")
 
 
 def _warm_up() -> None:
-    from ctmorph.morphometry import chunked_thickness_stats, local_thickness
+    from ctmorph.morphometry import local_thickness, thickness_stats_chunked
 
     m = np.zeros((8, 8, 8), bool)
     m[2:6] = True
     local_thickness(m, spacing=1.0)
-    chunked_thickness_stats(m, spacing=1.0, chunk_slices=2)
+    thickness_stats_chunked(m, spacing=1.0, chunk_slices=2)
 
 
 def _child(method: str, work: Path, chunk: int) -> dict:
     from ctmorph._kernels.thickness import masked_stats
     from ctmorph.morphometry import (
-        chunked_thickness_stats,
         local_thickness,
+        thickness_stats_chunked,
         write_local_thickness,
     )
 
@@ -66,7 +66,7 @@ def _child(method: str, work: Path, chunk: int) -> dict:
     else:
         mask = np.load(work / "mask.npy", mmap_mode="r")
         if method == "chunked-stats":
-            res["stats"] = list(chunked_thickness_stats(mask, spacing=1.0, chunk_slices=chunk))
+            res["stats"] = list(thickness_stats_chunked(mask, spacing=1.0, chunk_slices=chunk))
         else:
             info = write_local_thickness(mask, work / "chunked.npy", spacing=1.0,
                                          chunk_slices=chunk)

@@ -13,13 +13,12 @@ from ctmorph._kernels.thickness import masked_stats
 from ctmorph.errors import ConfigError, SegmentationError
 from ctmorph.morphometry import chunked as chunked_mod
 from ctmorph.morphometry import (
-    chunked_local_thickness,
-    chunked_thickness_stats,
     local_thickness,
-    thickness_halo,
+    local_thickness_chunked,
+    thickness_stats_chunked,
     write_local_thickness,
 )
-from ctmorph.morphometry.chunked import _FIRST_HALO
+from ctmorph.morphometry.chunked import _FIRST_HALO, thickness_halo
 from ctmorph.phantoms import plates, random_trabecular, rod_lattice
 
 da = pytest.importorskip("dask.array")
@@ -174,7 +173,7 @@ def test_memmap_inputs_and_npy_output(tmp_path):
                           chunk_slices=6)
     assert np.array_equal(np.load(tmp_path / "sub" / "map.npy"), want)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["map.npy"]  # no temporary left
-    lazy = chunked_local_thickness(mm, spacing=(0.5, 0.25, 0.375), chunk_slices=7)
+    lazy = local_thickness_chunked(mm, spacing=(0.5, 0.25, 0.375), chunk_slices=7)
     assert lazy.dtype == np.float32 and lazy.chunks[0] == (7, 7, 6)
     assert np.array_equal(lazy.compute(), want)
 
@@ -184,7 +183,7 @@ def test_dask_input_and_output(threads):
     mask = random_trabecular((24, 14, 15), bv_tv=0.3, scale=1.5, seed=6)
     want = local_thickness(~mask, spacing=(2.0, 1.0, 1.0), convention="uncorrected")
     src = ~da.from_array(mask, chunks=((5, 7, 3, 9), 14, 15))  # irregular z-chunks, lazy invert
-    lazy = chunked_local_thickness(src, spacing=(2.0, 1.0, 1.0), convention="uncorrected")
+    lazy = local_thickness_chunked(src, spacing=(2.0, 1.0, 1.0), convention="uncorrected")
     assert lazy.chunks[0] == (5, 7, 3, 9)  # the input's chunks by default
     assert np.array_equal(lazy.compute(scheduler="threads"), want)
     assert np.array_equal(lazy.compute(scheduler="sync"), want)
@@ -209,7 +208,7 @@ def test_stats_equal_full_map(phase):
                                                      mask & voi)):
         n, mean, sd, vmax = _full_stats(tau, sel)
         for c in (1, 4, 26):
-            got = chunked_thickness_stats(mask, v, spacing=sp, chunk_slices=c)
+            got = thickness_stats_chunked(mask, v, spacing=sp, chunk_slices=c)
             assert got.n == n and got.max == vmax  # same float32 values: max is exact
             # chunk-wise sums merged (Chan et al.) vs one sequential sum: float64 rounding
             assert got.mean == pytest.approx(mean, rel=1e-12)
@@ -219,7 +218,7 @@ def test_stats_equal_full_map(phase):
 def test_empty_and_full_phase():
     empty = np.zeros((6, 5, 5), bool)
     assert np.array_equal(_chunked(empty, spacing=1.0, chunk_slices=2), np.zeros(empty.shape))
-    st = chunked_thickness_stats(empty, spacing=1.0, chunk_slices=2)
+    st = thickness_stats_chunked(empty, spacing=1.0, chunk_slices=2)
     assert st.n == 0 and np.isnan(st.mean) and np.isnan(st.sd) and np.isnan(st.max)
     assert thickness_halo(empty, spacing=1.0).halo == 0
     with pytest.raises(SegmentationError, match="fills the whole volume"):
@@ -239,18 +238,18 @@ def test_bad_input():
     with pytest.raises(ConfigError, match="boolean .* got dtype float64"):
         thickness_halo(good.astype(float), spacing=1.0)
     with pytest.raises(ConfigError, match="chunked along y/x"):
-        chunked_local_thickness(da.from_array(good, chunks=(2, 2, 5)), spacing=1.0)
+        local_thickness_chunked(da.from_array(good, chunks=(2, 2, 5)), spacing=1.0)
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ConfigError, match="chunk_slices must be a positive integer"):
             thickness_halo(good, spacing=1.0, chunk_slices=bad)
     with pytest.raises(ConfigError, match="halo must be a non-negative"):
         thickness_halo(good, spacing=1.0, halo=-1)
     with pytest.raises(ConfigError, match="convention must be one of"):
-        chunked_local_thickness(good, spacing=1.0, convention="bonej")
+        local_thickness_chunked(good, spacing=1.0, convention="bonej")
     with pytest.raises(ConfigError, match="spacing"):
         thickness_halo(good, spacing=(1.0, 0.0, 1.0))
     with pytest.raises(ConfigError, match=r"voi has shape \(6, 5, 4\), expected \(6, 5, 5\)"):
-        chunked_thickness_stats(good, good[:, :, :4], spacing=1.0)
+        thickness_stats_chunked(good, good[:, :, :4], spacing=1.0)
     with pytest.raises(ConfigError, match="out must be an array of shape"):
         write_local_thickness(good, np.zeros((6, 5, 4), np.float32), spacing=1.0)
     with pytest.raises(ConfigError, match="floating-point dtype"):
@@ -262,9 +261,9 @@ def test_without_dask_names_the_extra(monkeypatch):
     good[2:4] = True
     monkeypatch.setitem(sys.modules, "dask.array", None)  # import now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'ctmorph\[distributed\]'"):
-        chunked_local_thickness(good, spacing=1.0)
+        local_thickness_chunked(good, spacing=1.0)
     # the streaming functions need no Dask
-    assert chunked_thickness_stats(good, spacing=1.0).n == good.sum()
+    assert thickness_stats_chunked(good, spacing=1.0).n == good.sum()
 
 
 class _Changing:

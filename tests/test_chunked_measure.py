@@ -1,10 +1,12 @@
-"""A large VOI slab measured block by block equals the same slab measured in memory.
+"""Block-size invariance of the pipeline: a VOI slab measured in bounded z-blocks equals the
+same slab read as one block.
 
-``measure_scan`` packs a VOI slab of more than ``CHUNKED_MEASURE_VOXELS`` voxels into a
-``_SlabStore`` (in memory up to ``_STORE_RAM_BYTES``, else a temporary file) and computes every
-column from z-blocks (``*_chunked`` functions). The tests force that path on a small femur by
-monkeypatching the two limits and compare it with the in-memory path of the same run, which
-the rest of the suite checks against analytic truth.
+``measure_scan`` measures every VOI through one path, :func:`ctmorph.pipeline.measure.measure_voi`
+over a slab source: a small slab is held as arrays and read as one block; a slab of more than
+``CHUNKED_MEASURE_VOXELS`` voxels is packed into a ``SlabStore`` (in memory up to
+``STORE_RAM_BYTES``, else a temporary file) and read in blocks of about 8 M voxels. The tests
+force the store on a small femur by monkeypatching the two limits and compare it with the
+one-block run, which the rest of the suite checks against analytic truth.
 
 Tolerances: counts (TV, BV, Euler, Conn, MIL intercepts) and the local-thickness maps are
 identical; means merged chunk by chunk (Tb.Th, Tb.Sp, Tb.N) and mesh sums (BS, SMI) differ only
@@ -55,14 +57,14 @@ def results(femur_folder, calibration_file):
     cfg = AnalysisConfig(**CFG, calibration=str(calibration_file))
     mp = pytest.MonkeyPatch()
     stores = []
-    measure_store = pipeline.measure.measure_store
+    measure_voi = pipeline.measure.measure_voi
 
-    def spy(store, *args, **kwargs):
-        stores.append(store.in_memory)
-        return measure_store(store, *args, **kwargs)
+    def spy(src, *args, **kwargs):
+        stores.append(getattr(src, "in_memory", "arrays"))
+        return measure_voi(src, *args, **kwargs)
 
     try:
-        mp.setattr(pipeline.scan, "measure_store", spy)
+        mp.setattr(pipeline.scan, "measure_voi", spy)
         in_memory = pipeline.measure_scan(femur_folder, cfg)
         mp.setattr(pipeline.store, "CHUNKED_MEASURE_VOXELS", 0)
         packed_ram = pipeline.measure_scan(femur_folder, cfg)
@@ -70,7 +72,7 @@ def results(femur_folder, calibration_file):
         packed_file = pipeline.measure_scan(femur_folder, cfg)
     finally:
         mp.undo()
-    assert stores == [True, False]  # the small slab in memory, then the two stores
+    assert stores == ["arrays", True, False]  # the small slab as arrays, then the two stores
     return in_memory, packed_ram, packed_file
 
 
@@ -202,7 +204,7 @@ def test_thickness_histogram_in_chunks_equals_one_go_and_a_slow_count():
 
 
 # --------------------------------------------------------------------------------------------
-# trabecular_chunked against trabecular_morphometry directly
+# trabecular_morphometry_chunked against trabecular_morphometry directly
 
 
 def _sponge(seed=2, shape=(30, 34, 36)):
@@ -220,12 +222,13 @@ def _sponge(seed=2, shape=(30, 34, 36)):
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_trabecular_chunked_equals_whole_arrays(chunk):
-    from ctmorph.morphometry import trabecular_chunked, trabecular_morphometry
+    from ctmorph.morphometry import trabecular_morphometry, trabecular_morphometry_chunked
 
     bone, voi, space = _sponge()
     sp = (0.02, 0.01, 0.01)
     want = trabecular_morphometry(bone, voi, spacing=sp, marrow_space=space)
-    got = trabecular_chunked(ArraySource(bone, voi, space), spacing=sp, chunk_slices=chunk)
+    got = trabecular_morphometry_chunked(ArraySource(bone, voi, space), spacing=sp,
+                                         chunk_slices=chunk)
     assert list(got) == list(want)
     for key in want:
         _same(want[key], got[key], key)
@@ -236,7 +239,7 @@ def test_trabecular_chunked_equals_whole_arrays(chunk):
     ("no marrow space", "no marrow voxels"),
 ])
 def test_trabecular_chunked_refuses_what_the_whole_version_refuses(case, message):
-    from ctmorph.morphometry import trabecular_chunked, trabecular_morphometry
+    from ctmorph.morphometry import trabecular_morphometry, trabecular_morphometry_chunked
 
     bone, voi, space = _sponge()
     if case == "empty":
@@ -248,7 +251,8 @@ def test_trabecular_chunked_refuses_what_the_whole_version_refuses(case, message
     else:
         space &= bone
     for run in (lambda: trabecular_morphometry(bone, voi, spacing=0.01, marrow_space=space),
-                lambda: trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01)):
+                lambda: trabecular_morphometry_chunked(ArraySource(bone, voi, space),
+                                                       spacing=0.01)):
         with pytest.raises(SegmentationError, match=message):
             run()
 
@@ -256,11 +260,12 @@ def test_trabecular_chunked_refuses_what_the_whole_version_refuses(case, message
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "4"])
 def test_chunk_slices_must_be_a_positive_integer(bad):
     from ctmorph.errors import ConfigError
-    from ctmorph.morphometry import trabecular_chunked
+    from ctmorph.morphometry import trabecular_morphometry_chunked
 
     bone, voi, space = _sponge()
     with pytest.raises(ConfigError, match="chunk_slices must be a positive integer"):
-        trabecular_chunked(ArraySource(bone, voi, space), spacing=0.01, chunk_slices=bad)
+        trabecular_morphometry_chunked(ArraySource(bone, voi, space), spacing=0.01,
+                                       chunk_slices=bad)
 
 
 def test_unknown_phase_is_a_clear_error():
@@ -270,3 +275,40 @@ def test_unknown_phase_is_a_clear_error():
     for src in (store, ArraySource(bone, None, region)):
         with pytest.raises(ValueError, match="unknown phase 'cortex'"):
             read_phase(src, 0, 2, "cortex")
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4, 5])
+def test_one_block_gives_the_whole_map_statistics_bit_for_bit(seed):
+    """``trabecular_morphometry`` is the block-wise implementation read as one block: Tb.Th
+    and Tb.Sp are then exactly the sequential float64 statistics (``masked_stats``) of the
+    whole-volume local-thickness maps, an independent path (no halos, no chunks)."""
+    from ctmorph._kernels.thickness import masked_stats
+    from ctmorph.morphometry import local_thickness, trabecular_morphometry
+
+    bone, voi, space = _sponge(seed)
+    sp = (0.02, 0.01, 0.01)
+    got = trabecular_morphometry(bone, voi, spacing=sp, marrow_space=space)
+    for key, phase in (("Tb.Th", bone), ("Tb.Sp", space & ~bone)):
+        tau = local_thickness(phase, spacing=sp)
+        _, mean, sd, vmax = masked_stats(tau, np.ascontiguousarray(voi & phase))
+        assert (got[key], got[f"{key}.SD"], got[f"{key}.Max"]) == (mean, sd, vmax), key
+
+
+@pytest.mark.parametrize("seed", [7, 15, 48])
+def test_moments_of_one_chunk_are_that_chunks_statistics(seed):
+    """Merging a single chunk returns its statistics unchanged. Seeds 15 and 48 draw values
+    for which the merge formula itself, ``mean·n/n`` and ``sqrt(sd²·n/n)``, rounds off the
+    last bit of the SD (found by search: about 1 draw in 60); the old merge failed them."""
+    from ctmorph._kernels.thickness import masked_stats
+    from ctmorph.morphometry.chunked import Moments
+
+    rng = np.random.default_rng(seed)
+    for n in (1, 7, 1000, 4321):
+        values = rng.random(n).astype(np.float32) * 0.3
+        sel = rng.random(n) < 0.6
+        sel[0] = True
+        m = Moments()
+        m.add(values, sel)
+        m.add(values[:0], sel[:0])  # an empty chunk changes nothing
+        _, mean, sd, vmax = masked_stats(values, sel)
+        assert m.result() == (mean, sd, vmax)

@@ -33,7 +33,7 @@ from ctmorph.config import AnalysisConfig
 from ctmorph.errors import SegmentationError
 from ctmorph.io import read_scan
 from ctmorph.io.writer import write_nrecon_folder
-from ctmorph.morphometry import trabecular_analysis
+from ctmorph.morphometry import trabecular_morphometry
 from ctmorph.phantoms.femur import make_femur
 from ctmorph.pipeline import measure_scan
 from ctmorph.segment import auto_trabecular_voi, periosteal_envelope
@@ -115,10 +115,10 @@ def _truth_metrics(f, bone: np.ndarray, cfg: AnalysisConfig) -> dict[str, float]
     zs = np.flatnonzero(mask.any(axis=(1, 2)))
     ctx = int(round(cfg.context_mm / f.spacing[0]))
     a, b = max(0, zs[0] - ctx), min(mask.shape[0], zs[-1] + 1 + ctx)
-    tb = trabecular_analysis(bone[a:b], mask[a:b], spacing=f.spacing,
-                             marrow_space=f.endocortical_truth[a:b],
-                             convention=cfg.thickness_convention)
-    return {k: tb.metrics[k] for k in ("BV/TV", "Tb.Th", "Tb.Sp")}
+    tb = trabecular_morphometry(bone[a:b], mask[a:b], spacing=f.spacing,
+                                marrow_space=f.endocortical_truth[a:b],
+                                convention=cfg.thickness_convention)
+    return {k: tb[k] for k in ("BV/TV", "Tb.Th", "Tb.Sp")}
 
 
 def _ref_error_mm(f, found_section: int, first_section: int) -> float:
@@ -185,8 +185,8 @@ def test_tilt10_distal_first_8bit_bmp_aligned_by_hand(tmp_path: Path) -> None:
     assert tv.distal_end == f.distal_end
     ctx = int(round(cfg.context_mm / src.spacing[0]))
     a, b = max(0, tv.z0 - ctx), min(src.shape[0], tv.z1 + ctx)
-    found = trabecular_analysis(bone_a[a:b], tv.voi[a:b], spacing=src.spacing,
-                                marrow_space=tv.region[a:b]).metrics
+    found = trabecular_morphometry(bone_a[a:b], tv.voi[a:b], spacing=src.spacing,
+                                   marrow_space=tv.region[a:b])
     row_like = {"ref_slice": int(src.sections[tv.ref_index]), **found}
     _check_placement(name, f, row_like, _truth_metrics(f, bone, cfg), 0)
 

@@ -3,7 +3,7 @@
 Every test compares a streamed / slab-wise result with an independent computation on the
 whole volume made with the public (or whole-volume) functions: ``despeckle`` for
 ``despeckle_core``, ``binarize`` + ``despeckle`` for ``_Segmenter.chunk``, ``slice_profiles``
-/ ``auto_trabecular_voi`` for pass 1 and the VOI slab, ``trabecular_analysis`` for the
+/ ``auto_trabecular_voi`` for pass 1 and the VOI slab, ``trabecular_morphometry`` for the
 numbers of ``measure_scan``. Streaming is forced on a small volume by monkeypatching
 ``_CACHE_BYTES = 0`` and small ``_CHUNK_VOXELS`` / ``_MAP_VOXELS`` (many chunks).
 
@@ -26,7 +26,7 @@ from ctmorph.config import AnalysisConfig
 from ctmorph.errors import SegmentationError
 from ctmorph.io import read_scan
 from ctmorph.io.writer import write_nrecon_folder
-from ctmorph.morphometry import trabecular_analysis
+from ctmorph.morphometry import trabecular_morphometry
 from ctmorph.phantoms import grey_from_mask, rod_lattice
 from ctmorph.phantoms.femur import make_femur
 from ctmorph.segment import auto_trabecular_voi
@@ -344,8 +344,8 @@ def test_measure_scan_streamed_equals_cached(rows):
 def test_measure_scan_equals_whole_volume(whole, rows):
     scan, _, _, bone, tv, cfg = whole
     sections = scan.sections
-    ref = trabecular_analysis(bone, tv.voi, spacing=scan.spacing, marrow_space=tv.region,
-                              convention=cfg.thickness_convention).metrics
+    ref = trabecular_morphometry(bone, tv.voi, spacing=scan.spacing, marrow_space=tv.region,
+                                 convention=cfg.thickness_convention)
     for row in rows:
         assert row["ref_slice"] == sections[tv.ref_index]
         assert (row["voi_first_slice"], row["voi_last_slice"]) == (

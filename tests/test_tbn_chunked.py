@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ctmorph._kernels.skeleton import CON, OBJ, is_isthmus, is_simple, thin
 from ctmorph.errors import ConfigError, SegmentationError
 from ctmorph.morphometry.tbn import (
     _mirror_margin,
-    _mirror_margin_chunked,
     _symmetric_index,
     medial_skeleton,
     midaxis_spacing,
@@ -174,12 +174,24 @@ def _margin_cases():
             "empty": np.zeros((5, 6, 7), bool)}
 
 
+def _margin_oracle(bone: np.ndarray) -> int:
+    """The mirror margin from scipy's exact EDT of the whole mask: ceil(largest inscribed
+    ball radius, as the float32 root of the integer squared distance) + 1, at most the longest
+    side; 1 without bone, the longest side without background."""
+    if not bone.any():
+        return 1
+    if bone.all():
+        return max(bone.shape)
+    d2 = int(round(float(ndimage.distance_transform_edt(bone).max()) ** 2))
+    return min(int(np.ceil(float(np.sqrt(np.float32(d2))))) + 1, max(bone.shape))
+
+
 @pytest.mark.parametrize("name", list(_margin_cases()))
-def test_mirror_margin_chunked_equals_whole(name):
+def test_mirror_margin_is_block_size_invariant_and_matches_the_edt_oracle(name):
     bone = _margin_cases()[name]
     for c in (1, 2, 5, 40):
-        got = _mirror_margin_chunked(ArraySource(bone), c)
-        assert got == (_mirror_margin(bone), int(bone.sum())), c
+        got = _mirror_margin(ArraySource(bone), c)
+        assert got == (_margin_oracle(bone), int(bone.sum())), c
 
 
 # ---------------------------------------------------------------------------------------------

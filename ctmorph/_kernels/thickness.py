@@ -117,20 +117,8 @@ def _is_ridge(d1, i, z, y, x, shape, offs, foff, delta, cls, table, inv_s):
     dd = np.float64(d1[i])
     exact = table.shape[0] > 0
     interior = 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1
-    if exact:
-        di = int(dd)
-        for n in range(26):
-            if not interior:
-                zn = z + offs[n, 0]
-                yn = y + offs[n, 1]
-                xn = x + offs[n, 2]
-                if zn < 0 or zn >= nz or yn < 0 or yn >= ny or xn < 0 or xn >= nx:
-                    continue
-            # every voxel of ball(p) is strictly inside ball(p')
-            if d1[i + foff[n]] > table[di, cls[n]]:
-                return False
-        return True
-    dp = np.sqrt(dd)
+    di = int(dd) if exact else 0
+    dp = 0.0 if exact else np.sqrt(dd)
     for n in range(26):
         if not interior:
             zn = z + offs[n, 0]
@@ -139,13 +127,16 @@ def _is_ridge(d1, i, z, y, x, shape, offs, foff, delta, cls, table, inv_s):
             if zn < 0 or zn >= nz or yn < 0 or yn >= ny or xn < 0 or xn >= nx:
                 continue
         dn = np.float64(d1[i + foff[n]])
-        if dn <= dd:
-            continue
-        # painted balls have radius s·d (see paint_balls):
-        # s·d_p + δ <= s·d_p'  <=>  (d_p + δ/s)² <= d_p'²
-        need = dp + delta[n] * inv_s
-        if dn >= need * need * (1.0 + _REL_TOL):
-            return False
+        if exact:
+            # every voxel of ball(p) is strictly inside ball(p')
+            if dn > table[di, cls[n]]:
+                return False
+        elif dn > dd:
+            # painted balls have radius s·d (see paint_balls):
+            # s·d_p + δ <= s·d_p'  <=>  (d_p + δ/s)² <= d_p'²
+            need = dp + delta[n] * inv_s
+            if dn >= need * need * (1.0 + _REL_TOL):
+                return False
     return True
 
 

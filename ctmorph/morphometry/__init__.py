@@ -1,19 +1,19 @@
-"""Public morphometry API: arrays + spacing (mm, ``(dz, dy, dx)``) in, numbers with units out.
+"""Public morphometry API: the measures. Arrays + spacing (mm, ``(dz, dy, dx)``) in, numbers
+with units out.
 
-Each submodule lists its public names in ``__all__``; this package re-exports them. The
-``*_chunked`` functions take a :class:`~ctmorph.morphometry.zsource.ZSource` (a slab read a few
-slices at a time) instead of arrays and return what their whole-array counterparts return, in
-bounded memory.
+Each measure ``x(bone, voi, ...)`` has one implementation, ``x_chunked(src, ...)``, which reads
+a :class:`~ctmorph.morphometry.zsource.ZSource` (a segmented slab) a block of slices at a time;
+``x`` is that function applied to the arrays read as one block. The plumbing (sources, blocks,
+halos) lives in :mod:`ctmorph.morphometry.zsource` and :mod:`ctmorph.morphometry.chunked`.
+Each submodule lists its public names in ``__all__``; this package re-exports the measures.
 """
 
 from .anisotropy import Fabric, anisotropy, anisotropy_chunked, hemisphere_directions
 from .basic import bone_surface, bone_surface_chunked, bone_volume, tissue_volume, voxel_volume
 from .chunked import (
-    ThicknessHalo,
     ThicknessStats,
-    chunked_local_thickness,
-    chunked_thickness_stats,
-    thickness_halo,
+    local_thickness_chunked,
+    thickness_stats_chunked,
     write_local_thickness,
 )
 from .connectivity import connectivity, connectivity_chunked
@@ -30,52 +30,47 @@ from .tbn import (
 from .thickness import CONVENTIONS, distance_transform, local_thickness
 from .trabecular import (
     TRABECULAR_COLUMNS,
-    TrabecularAnalysis,
-    trabecular_analysis,
-    trabecular_chunked,
     trabecular_morphometry,
+    trabecular_morphometry_chunked,
 )
-from .zsource import ArraySource, Block, ZSource
 
 __all__ = [
-    "ArraySource",
-    "Block",
-    "ZSource",
-    "anisotropy_chunked",
+    # volumes and surface
+    "voxel_volume",
+    "tissue_volume",
+    "bone_volume",
+    "bone_surface",
     "bone_surface_chunked",
-    "connectivity_chunked",
-    "midaxis_spacing_chunked",
-    "pattern_factor_chunked",
-    "smi_chunked",
-    "trabecular_chunked",
+    # thickness, spacing, number
     "CONVENTIONS",
-    "CORTICAL_COLUMNS",
-    "ThicknessHalo",
-    "ThicknessStats",
-    "chunked_local_thickness",
-    "chunked_thickness_stats",
-    "thickness_halo",
+    "distance_transform",
+    "local_thickness",
+    "local_thickness_chunked",
     "write_local_thickness",
+    "ThicknessStats",
+    "thickness_stats_chunked",
+    "medial_skeleton",
+    "midaxis_spacing",
+    "midaxis_spacing_chunked",
+    "trabecular_number",
+    # the trabecular panel
+    "TRABECULAR_COLUMNS",
+    "trabecular_morphometry",
+    "trabecular_morphometry_chunked",
+    # structure
+    "connectivity",
+    "connectivity_chunked",
+    "smi",
+    "smi_chunked",
+    "Fabric",
+    "anisotropy",
+    "anisotropy_chunked",
+    "hemisphere_directions",
+    "pattern_factor",
+    "pattern_factor_chunked",
+    # cortex and density
+    "CORTICAL_COLUMNS",
     "cortical_morphometry",
     "density_metrics",
     "density_metrics_chunked",
-    "Fabric",
-    "anisotropy",
-    "connectivity",
-    "hemisphere_directions",
-    "pattern_factor",
-    "smi",
-    "TRABECULAR_COLUMNS",
-    "TrabecularAnalysis",
-    "bone_surface",
-    "bone_volume",
-    "distance_transform",
-    "local_thickness",
-    "medial_skeleton",
-    "midaxis_spacing",
-    "tissue_volume",
-    "trabecular_analysis",
-    "trabecular_morphometry",
-    "trabecular_number",
-    "voxel_volume",
 ]

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .._kernels.mil import GOLDEN_ANGLE, NO_LIMIT, mil_counts, mil_counts_window
+from .._kernels.mil import GOLDEN_ANGLE, NO_LIMIT, mil_counts_window
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
-from .arrays import check_chunk_slices, prepare_masks, voi_box_slices
-from .zsource import ZSource, block_ranges, chunk_slices_for
+from .arrays import check_chunk_slices, prepare_masks
+from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for
 
 __all__ = ["Fabric", "anisotropy", "anisotropy_chunked", "hemisphere_directions"]
 
@@ -198,28 +198,14 @@ def anisotropy(
 
     González Á (2010). Measurement of areas on a sphere using Fibonacci and latitude-longitude
     lattices. Math Geosci 42:49-64.
+
+    Computed by :func:`anisotropy_chunked` on the arrays read as one block (the one
+    implementation; the counts, and so the result, do not depend on the block size).
     """
     bone, voi, sp = prepare_masks(bone, voi, spacing)
-    h, ds = _sampling(sp, n_directions, line_spacing, step, smooth)
-    if min(bone.shape) < 2:
-        raise ConfigError(f"anisotropy needs at least 2 voxels along each axis, got {bone.shape}")
-    # crop to the VOI with enough context for the Gaussian (truncate 4 sigma) and interpolation
-    box = voi_box_slices(voi, bone.shape, _margin(smooth))
-    bone = bone[box]
-    voi = None if voi is None else voi[box]
-    # edge padding lets the kernel interpolate up to the last voxel centre without clamping
-    field_p = np.pad(bone.view(np.uint8), 1, mode="edge").astype(np.float32)
-    if smooth > 0:
-        field_p = ndimage.gaussian_filter(field_p, smooth, mode="nearest")
-    if voi is None:
-        voi_p = np.zeros((1, 1, 1), dtype=np.uint8)
-    else:
-        voi_p = np.ascontiguousarray(np.pad(voi.view(np.uint8), 1, mode="edge"))
-    dirs = hemisphere_directions(int(n_directions))
-    n_in, crossings = mil_counts(
-        field_p, voi_p, voi is None, np.asarray(sp, dtype=np.float64), dirs, h, ds, 0.5
-    )
-    return _fabric(dirs, n_in, crossings, ds)
+    return anisotropy_chunked(ArraySource(bone, voi), spacing=sp, n_directions=n_directions,
+                              line_spacing=line_spacing, step=step, smooth=smooth,
+                              chunk_slices=bone.shape[0])
 
 
 def anisotropy_chunked(
@@ -234,9 +220,9 @@ def anisotropy_chunked(
 ) -> Fabric:
     """:func:`anisotropy` of a segmented slab read in z-blocks, in bounded memory.
 
-    Returns exactly what ``anisotropy(bone, voi, ...)`` returns for the source's arrays: the
-    per-direction counts are the same integers, so ``mil``, the tensor and ``DA`` are
-    bitwise equal. The source's ``marrow_space`` is not used (as by :func:`anisotropy`).
+    The per-direction counts are the same integers whatever the block size, so ``mil``, the
+    tensor and ``DA`` are bitwise those of ``anisotropy(bone, voi, ...)`` of the source's
+    arrays. The source's ``marrow_space`` is not used.
 
     Parameters
     ----------

@@ -17,7 +17,6 @@ __all__ = [
     "crop",
     "check_chunk_slices",
     "prepare_masks",
-    "voi_box_slices",
 ]
 
 
@@ -99,15 +98,3 @@ def prepare_masks(
             raise SegmentationError("the VOI is empty (no voxel selected)")
     return bone, voi, sp  # type: ignore[return-value]
 
-
-def voi_box_slices(voi: np.ndarray | None, shape: tuple[int, ...], margin: int
-                   ) -> tuple[slice, ...]:
-    """Slices of the VOI's bounding box grown by ``margin`` voxels (clipped to the image);
-    the whole image when ``voi`` is None. Cropping to it changes no result, only the work."""
-    if voi is None:
-        return tuple(slice(0, n) for n in shape)
-    box = bounding_box(voi)
-    return tuple(
-        slice(max(box[2 * ax] - margin, 0), min(box[2 * ax + 1] + margin, shape[ax]))
-        for ax in range(3)
-    )

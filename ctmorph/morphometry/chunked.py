@@ -1,8 +1,8 @@
 """Local thickness of volumes larger than memory: z-chunks with exact halos.
 
-:func:`chunked_thickness_stats` (Tb.Th / Tb.Sp of a huge VOI) and :func:`write_local_thickness`
+:func:`thickness_stats_chunked` (Tb.Th / Tb.Sp of a huge VOI) and :func:`write_local_thickness`
 (the map into a memmap, a ``.npy`` file or a zarr-like store) stream the volume chunk by chunk
-and need no Dask; :func:`chunked_local_thickness` returns the map as a lazy Dask array (needs
+and need no Dask; :func:`local_thickness_chunked` returns the map as a lazy Dask array (needs
 ``pip install 'ctmorph[distributed]'``). Every result equals
 :func:`~ctmorph.morphometry.local_thickness` of the whole volume voxel for voxel.
 
@@ -32,13 +32,13 @@ are exact integers and the result is bitwise identical to the whole-volume map; 
 (floating-point path) the margins of the checks cover float32 rounding and the result agrees to
 float32 rounding (in practice bitwise too).
 
-Memory: :func:`write_local_thickness` and :func:`chunked_thickness_stats` take two passes over
+Memory: :func:`write_local_thickness` and :func:`thickness_stats_chunked` take two passes over
 the chunks. The first writes the exact squared distances (each block ``c + 2·M`` slices) to an
 unnamed temporary file; the second reads each chunk's ``c + 2·K`` slices of distances back a few
 slices at a time, keeps only the ridge balls (12 bytes per kept centre) and paints the chunk (4
 bytes per output voxel). A block therefore costs about 5 bytes per voxel of ``c + 2·max(K, M)``
 slices instead of ``c + 2·(K + M)``, and the temporary file 4 bytes per voxel of the slices the
-chunks need. :func:`chunked_local_thickness` (Dask tasks, no shared file) reads blocks of
+chunks need. :func:`local_thickness_chunked` (Dask tasks, no shared file) reads blocks of
 ``c + 2·H`` slices. ``H ≈ 2·R/dz``: choose chunks of at least a few ``R/dz`` slices so the halo
 overhead stays small.
 """
@@ -58,22 +58,17 @@ import numpy as np
 
 from .._atomic import atomic_path
 from .._kernels.edt import squared_edt
-from .._kernels.thickness import (
-    containment_table,
-    finish_thickness,
-    masked_stats,
-    paint_balls,
-)
+from .._kernels.thickness import finish_thickness, masked_stats, paint_balls
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 from .arrays import check_chunk_slices
-from .thickness import EXACT_LIMIT, SHRINK, check_convention, ridges, unit_weights
+from .thickness import check_convention, containment, ridges, unit_weights
 
 __all__ = [
     "ThicknessHalo",
     "ThicknessStats",
-    "chunked_local_thickness",
-    "chunked_thickness_stats",
+    "local_thickness_chunked",
+    "thickness_stats_chunked",
     "thickness_halo",
     "write_local_thickness",
 ]
@@ -139,15 +134,24 @@ class ThicknessStats(NamedTuple):
 
 
 class Moments:
-    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983)."""
+    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983).
+
+    With a single non-empty chunk the result is that chunk's :func:`masked_stats` unchanged,
+    so a volume read as one block gives the bitwise values of the whole-array statistics."""
 
     def __init__(self) -> None:
         self.n, self.mean, self.m2, self.max = 0, 0.0, 0.0, -math.inf
+        self.sd: float | None = None  # the SD while only one chunk has been added
 
     def add(self, values: np.ndarray, sel: np.ndarray) -> None:
         nb, mb, sdb, maxb = masked_stats(values, np.ascontiguousarray(sel))
         if nb == 0:
             return
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.max = nb, float(mb), sdb * sdb * nb, float(maxb)
+            self.sd = float(sdb)
+            return
+        self.sd = None
         tot = self.n + nb
         delta = mb - self.mean
         self.mean += delta * nb / tot
@@ -156,7 +160,8 @@ class Moments:
         self.max = max(self.max, float(maxb))
 
     def result(self) -> tuple[float, float, float]:
-        return float(self.mean), math.sqrt(self.m2 / self.n), float(self.max)
+        sd = self.sd if self.sd is not None else math.sqrt(self.m2 / self.n)
+        return float(self.mean), sd, float(self.max)
 
 
 @dataclass(frozen=True)
@@ -331,13 +336,7 @@ def thickness_plan(a: Any, spacing, convention: str, chunk_slices: int | None,
     use = K + M if halo is None else halo
     info = ThicknessHalo(radius=math.sqrt(dmax) * unit, centre_slices=K, background_slices=M,
                          halo=use, bounds=bounds, n_phase=n_phase)
-    if exact and dmax < EXACT_LIMIT:  # the same choice as local_thickness on the whole volume
-        table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
-        containment_table(w2, int(dmax), table)
-        shrink = 1.0
-    else:
-        table = np.empty((0, 7), dtype=np.float64)
-        shrink = 1.0 - SHRINK
+    table, shrink = containment(w2, dmax, exact)  # as local_thickness on the whole volume
     offset = 0.5 * float(np.mean(sp)) if convention == "corrected" else 0.0
     logger.info(
         "chunked local thickness: largest ball radius %.6g, halo %d slices (%d + %d), "
@@ -509,7 +508,7 @@ def thickness_halo(mask, *, spacing, chunk_slices: int | None = None,
                    halo: int | None = None) -> ThicknessHalo:
     """Measure the halo that makes chunked local thickness exact (pass 1 only).
 
-    Parameters are those of :func:`chunked_local_thickness`. Reads the mask once, one block of
+    Parameters are those of :func:`local_thickness_chunked`. Reads the mask once, one block of
     ``chunk_slices + 2·halo`` slices at a time.
 
     Returns
@@ -535,7 +534,7 @@ def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
         Where the map goes: anything that accepts ``out[z0:z1] = chunk`` (a writable memmap,
         a zarr array), or the path of a ``.npy`` file to create (written atomically).
     spacing, convention, chunk_slices, halo
-        See :func:`chunked_local_thickness`.
+        See :func:`local_thickness_chunked`.
 
     Returns
     -------
@@ -574,7 +573,7 @@ def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
     return plan.halo
 
 
-def chunked_local_thickness(mask, *, spacing, convention: str = "corrected",
+def local_thickness_chunked(mask, *, spacing, convention: str = "corrected",
                             chunk_slices: int | None = None, halo: int | None = None):
     """Local thickness of a phase too large for memory, as a lazy Dask array.
 
@@ -616,16 +615,16 @@ def chunked_local_thickness(mask, *, spacing, convention: str = "corrected",
     -----
     Each chunk is one task that reads its block, so computing the array holds about one block
     (``chunk_slices + 2·halo`` slices, ~10 bytes per voxel) per worker thread.
-    :func:`write_local_thickness` and :func:`chunked_thickness_stats` do the same without Dask.
+    :func:`write_local_thickness` and :func:`thickness_stats_chunked` do the same without Dask.
     """
     try:
         da = importlib.import_module("dask.array")
         dask = importlib.import_module("dask")
     except ImportError as exc:
         raise ConfigError(
-            f"chunked_local_thickness returns a Dask array and needs the optional 'dask' "
+            f"local_thickness_chunked returns a Dask array and needs the optional 'dask' "
             f"package ({exc}); install it with: {INSTALL_HINT} (write_local_thickness and "
-            "chunked_thickness_stats need no Dask)"
+            "thickness_stats_chunked need no Dask)"
         ) from None
     a = _check_volume(mask, "mask")
     plan = thickness_plan(a, spacing, convention, chunk_slices, halo)
@@ -648,22 +647,22 @@ def chunked_local_thickness(mask, *, spacing, convention: str = "corrected",
     return da.concatenate(parts, axis=0)
 
 
-def chunked_thickness_stats(mask, voi=None, *, spacing, convention: str = "corrected",
+def thickness_stats_chunked(mask, voi=None, *, spacing, convention: str = "corrected",
                             chunk_slices: int | None = None,
                             halo: int | None = None) -> ThicknessStats:
     """Volume-weighted mean, SD and max of local thickness over a VOI, in bounded memory.
 
     Tb.Th (``mask`` = bone) or Tb.Sp (``mask`` = marrow) of a VOI too large for memory: the
-    map is computed chunk by chunk (:func:`chunked_local_thickness`) and never materialised.
+    map is computed chunk by chunk (:func:`local_thickness_chunked`) and never materialised.
 
     Parameters
     ----------
     mask : (Z, Y, X) array-like of bool
-        The phase, as for :func:`chunked_local_thickness`; structure outside the VOI is context.
+        The phase, as for :func:`local_thickness_chunked`; structure outside the VOI is context.
     voi : (Z, Y, X) array-like of bool, optional
         Voxels to average (with ``mask``); default: every phase voxel.
     spacing, convention, chunk_slices, halo
-        See :func:`chunked_local_thickness`.
+        See :func:`local_thickness_chunked`.
 
     Returns
     -------
@@ -681,7 +680,7 @@ def chunked_thickness_stats(mask, voi=None, *, spacing, convention: str = "corre
     --------
     >>> import numpy as np
     >>> plate = np.zeros((40, 4, 4), bool); plate[10:30] = True   # 20 slices thick
-    >>> chunked_thickness_stats(plate, spacing=1.0, chunk_slices=4)
+    >>> thickness_stats_chunked(plate, spacing=1.0, chunk_slices=4)
     ThicknessStats(mean=19.5, sd=0.0, max=19.5, n=320)
     """
     a = _check_volume(mask, "mask")

@@ -13,6 +13,7 @@ from scipy import ndimage
 from ..calibration.convert import check_gmax, check_window, grey_to_density
 from ..calibration.model import Calibration
 from ..errors import ConfigError
+from .zsource import ArraySource
 
 __all__ = [
     "density_metrics",
@@ -104,6 +105,8 @@ def density_metrics(
     -----
     Densities are linear in grey, so the mean density is the density of the mean grey value,
     converted through the scan's CS window and the calibration line (Bouxsein et al. 2010).
+    Computed by :func:`density_metrics_chunked` (the one implementation; its sums are exact,
+    so the block size changes nothing).
     """
     grey = np.asarray(grey)
     bone = np.asarray(bone, dtype=bool)
@@ -112,18 +115,15 @@ def density_metrics(
         raise ConfigError(
             f"grey {grey.shape}, bone {bone.shape} and voi {voi.shape} must have one shape"
         )
-    if not (math.isfinite(tmd_erosion_vox) and tmd_erosion_vox >= 0):
-        raise ConfigError(f"tmd_erosion_vox must be >= 0 voxels, got {tmd_erosion_vox!r}")
-    window = check_window(scan_window)
-    gmax = check_gmax(gmax)
     region = voi
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != voi.shape:
             raise ConfigError(f"valid {valid.shape} and voi {voi.shape} must have one shape")
         region = voi & valid
-    sums = _density_sums(grey, bone, region, float(tmd_erosion_vox))
-    return _densities(sums, window, gmax, calibration, tmd_erosion_vox)
+    return density_metrics_chunked(
+        ArraySource(bone, region, grey=grey), scan_window=scan_window, gmax=gmax,
+        calibration=calibration, tmd_erosion_vox=tmd_erosion_vox)
 
 
 def _density_sums(grey: np.ndarray, bone: np.ndarray, region: np.ndarray,
@@ -172,7 +172,7 @@ def density_metrics_chunked(
     no_data_zero: bool = False,
     chunk_slices: int | None = None,
 ) -> dict[str, float]:
-    """:func:`density_metrics` of a slab read block by block: the same numbers, bounded memory.
+    """BMD and TMD (g/cm³ HA) of a slab read block by block, in bounded memory.
 
     Parameters
     ----------

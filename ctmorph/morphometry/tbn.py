@@ -11,13 +11,11 @@ import math
 import numpy as np
 
 from .._kernels.skeleton import OBJ, thin
-from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
-from .arrays import as_mask, bounding_box, check_chunk_slices, crop
+from .arrays import as_mask, check_chunk_slices
 from .chunked import iter_thickness_chunks, thickness_halo, thickness_plan
-from .thickness import distance_transform, thickness_map
-from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
+from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for, read_phase
 
 __all__ = ["medial_skeleton", "midaxis_spacing", "midaxis_spacing_chunked", "trabecular_number"]
 
@@ -54,30 +52,13 @@ def medial_skeleton(mask) -> np.ndarray:
     border (outside as background) or retracting into it (outside as solid).
     """
     mask = as_mask(mask)
-    skeleton, margin = _mirrored_skeleton(mask)
-    m = margin
-    return skeleton[m:-m, m:-m, m:-m]
-
-
-def _mirror_margin(mask: np.ndarray) -> int:
-    """Voxels of mirror image to add on each side: more than the half-thickness of anything
-    that may cross the border."""
-    if not mask.any():
-        return 1
-    dmax = float(distance_transform(mask, spacing=1.0).max())
-    if not np.isfinite(dmax):
-        return max(mask.shape)
-    return min(int(np.ceil(dmax)) + 1, max(mask.shape))
-
-
-def _mirrored_skeleton(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Skeleton of ``mask`` continued by its mirror image; returns it (with the margin) and the
-    margin width."""
-    margin = _mirror_margin(mask)
-    img = np.pad(np.pad(mask, margin, mode="symmetric").astype(np.uint8) * np.uint8(OBJ), 1,
-                 constant_values=0)
-    _thin_image(img)
-    return (img[1:-1, 1:-1, 1:-1] & OBJ) != 0, margin
+    nz, ny, nx = mask.shape
+    src = ArraySource(mask)
+    m, _ = _mirror_margin(src, max(1, nz))
+    zmap = _symmetric_index(np.arange(-m, nz + m), nz)
+    bits = _mirrored_skeleton_bits(src, m, zmap, max(1, nz))
+    return np.unpackbits(bits[m:m + nz, m:m + ny], axis=2, count=nx + 2 * m)[
+        :, :, m:m + nx].view(bool)
 
 
 def _thin_image(img: np.ndarray) -> int:
@@ -124,32 +105,13 @@ def midaxis_spacing(bone, voi=None, *, spacing, marrow_space=None) -> float:
     Ideal plates of period ``P`` voxels give ``P ± 0.5`` voxel (the parity of ``P - 1``
     decides, as for any local thickness). The result does not depend on the thickness
     convention: corrected ``+ h`` equals uncorrected ``+ h/2``.
+
+    Computed by :func:`midaxis_spacing_chunked` on the arrays read as one block (the one
+    implementation; the result does not depend on the block size).
     """
     bone = as_mask(bone, "bone")
-    sp = normalize_spacing(spacing)
-    voi = np.ones(bone.shape, bool) if voi is None else as_mask(voi, "voi", bone.shape)
-    if not voi.any():
-        raise SegmentationError("VOI is empty (no voxel selected)")
-    if not bone.any():
-        raise SegmentationError("no bone voxels: mid-axis spacing (Tb.N) undefined")
-    # Mid-axes and the space between them are taken on the image continued by its mirror
-    # image, so mid-axes just beyond the border still bound the spacing near it.
-    skeleton, m = _mirrored_skeleton(bone)  # not empty: thinning keeps every component
-    if marrow_space is None:
-        phase = ~skeleton
-    else:
-        region = as_mask(marrow_space, "marrow_space", bone.shape) | bone
-        phase = np.pad(region, m, mode="symmetric") & ~skeleton
-        del region
-    del skeleton
-    z0, z1, y0, y1, x0, x1 = bounding_box(voi)
-    box = (z0 + m, z1 + m, y0 + m, y1 + m, x0 + m, x1 + m)
-    sel = crop(voi, (z0, z1, y0, y1, x0, x1)) & crop(phase, box)
-    if not sel.any():
-        raise SegmentationError("VOI holds only skeleton voxels: mid-axis spacing undefined")
-    tau = thickness_map(phase, sp, "corrected", box)
-    _, mean, _, _ = masked_stats(tau, np.ascontiguousarray(sel))
-    return float(mean) + float(np.mean(sp))
+    src = ArraySource(bone, voi, marrow_space)
+    return midaxis_spacing_chunked(src, spacing=spacing, chunk_slices=max(1, bone.shape[0]))
 
 
 def trabecular_number(bone, voi=None, *, spacing, marrow_space=None) -> float:
@@ -216,8 +178,11 @@ class _MirroredPhase:
         return out
 
 
-def _mirror_margin_chunked(src: ZSource, chunk_slices: int) -> tuple[int, int]:
-    """``(_mirror_margin(bone), number of bone voxels)`` read block by block."""
+def _mirror_margin(src: ZSource, chunk_slices: int) -> tuple[int, int]:
+    """Voxels of mirror image to add on each side of the source's bone (more than the
+    half-thickness of anything that may cross the border: the largest inscribed ball radius,
+    rounded up, plus one; at most the longest side) and the number of bone voxels, read
+    block by block."""
     bone = _SourceBone(src)
     try:
         info = thickness_halo(bone, spacing=1.0, chunk_slices=chunk_slices)
@@ -226,8 +191,9 @@ def _mirror_margin_chunked(src: ZSource, chunk_slices: int) -> tuple[int, int]:
     if info.n_phase == 0:
         return 1, 0
     # With spacing 1 the squared distances are integers (exact in float64) and radius is their
-    # square root; the whole-array margin takes the float32 square root of the float32 squared
-    # distance: do the same so the ceiling agrees even where float32 rounds to an integer.
+    # square root; the margin is the ceiling of the float32 square root of the float32 squared
+    # distance, as the whole-array distance transform gives it (kept so the skeletons of
+    # earlier versions are reproduced).
     d2 = round(info.radius * info.radius)
     dmax = float(np.sqrt(np.float32(d2)))
     return min(int(np.ceil(dmax)) + 1, max(bone.shape)), info.n_phase
@@ -299,7 +265,7 @@ def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None =
         vz0, vz1, vy0, vy1, vx0, vx1 = src.voi_box()
     except SegmentationError:
         raise SegmentationError("VOI is empty (no voxel selected)") from None
-    m, n_bone = _mirror_margin_chunked(src, c)
+    m, n_bone = _mirror_margin(src, c)
     if n_bone == 0:
         raise SegmentationError("no bone voxels: mid-axis spacing (Tb.N) undefined")
     nz = int(src.shape[0])

@@ -134,21 +134,26 @@ def ridges(d: np.ndarray, flag: np.ndarray, w2: np.ndarray, table: np.ndarray,
     return offsets, ry, rx, rd
 
 
+def containment(w2: np.ndarray, dmax: float, exact: bool) -> tuple[np.ndarray, float]:
+    """How a ball is tested for containment in a larger one, for squared distances up to
+    ``dmax`` (internal units): with integer squared distances (``exact``, exact in float32)
+    below :data:`EXACT_LIMIT` the exact discrete table of
+    :func:`~ctmorph._kernels.thickness.containment_table` and no shrink; otherwise an empty
+    table and radii shrunk by :data:`SHRINK`. Returns ``(table, shrink)``."""
+    if exact and dmax < EXACT_LIMIT:
+        table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
+        containment_table(w2, int(dmax), table)
+        return table, 1.0
+    return np.empty((0, 7), dtype=np.float64), 1.0 - SHRINK
+
+
 def thickness_map(mask: np.ndarray, spacing: tuple[float, ...], convention: str,
                    box: tuple[int, int, int, int, int, int] | None = None) -> np.ndarray:
     """Local thickness of a validated mask (phase present, background present) over ``box``
     = ``(z0, z1, y0, y1, x0, x1)`` (default: the whole image); returns the box's map."""
     unit, w2, exact = unit_weights(spacing)
     d, flag = _squared_edt(mask, w2)
-    dmax = float(d.max())
-    if exact and dmax < EXACT_LIMIT:
-        # integer squared distances, exact in float32: exact discrete containment test
-        table = np.empty((int(dmax) + 1, 7), dtype=np.float64)
-        containment_table(w2, int(dmax), table)
-        shrink = 1.0
-    else:
-        table = np.empty((0, 7), dtype=np.float64)
-        shrink = 1.0 - SHRINK
+    table, shrink = containment(w2, float(d.max()), exact)
     offsets, ry, rx, rd = ridges(d, flag, w2, table, shrink)
     del d, flag
     if box is None:

@@ -4,22 +4,19 @@ number. Keys and units follow DESIGN §3 (``OUT/morphometry.csv`` columns)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from .._kernels.thickness import masked_stats
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
 from . import chunked as _chunked
-from .arrays import as_mask, bounding_box, check_chunk_slices, crop
-from .basic import bone_surface, bone_surface_chunked, voxel_volume
-from .tbn import midaxis_spacing
-from .thickness import check_convention, thickness_map
-from .zsource import ZSource, block_ranges, chunk_slices_for, read_phase
+from .arrays import as_mask, check_chunk_slices
+from .basic import bone_surface_chunked, voxel_volume
+from .tbn import midaxis_spacing_chunked
+from .thickness import check_convention
+from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for, read_phase
 
-__all__ = ["TRABECULAR_COLUMNS", "TrabecularAnalysis", "trabecular_analysis",
-           "trabecular_chunked", "trabecular_morphometry"]
+__all__ = ["TRABECULAR_COLUMNS", "trabecular_morphometry", "trabecular_morphometry_chunked"]
 
 #: Keys returned by :func:`trabecular_morphometry`: ``key -> (unit, description)``.
 TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
@@ -54,33 +51,6 @@ def _check_counts(n_voi: int, n_bone: int, any_marrow: bool) -> None:
             "VOI contains no marrow voxels (marrow_space excludes all non-bone VOI voxels): "
             "Tb.Sp undefined"
         )
-
-
-def _stats(tau: np.ndarray, sel: np.ndarray) -> tuple[float, float, float]:
-    """Volume-weighted mean, population SD and max of ``tau`` over ``sel`` (same shape)."""
-    _, mean, sd, vmax = masked_stats(tau, np.ascontiguousarray(sel))
-    return float(mean), float(sd), float(vmax)
-
-
-@dataclass(frozen=True)
-class TrabecularAnalysis:
-    """Result of :func:`trabecular_analysis`: the numbers and the local-thickness maps.
-
-    Attributes
-    ----------
-    metrics : dict of str to float
-        As returned by :func:`trabecular_morphometry`.
-    box : (6,) tuple of int
-        ``(z0, z1, y0, y1, x0, x1)``: the VOI's bounding box in the input arrays.
-    thickness, separation : ndarray of float32
-        Local thickness of bone and of marrow (diameters in mm, 0 outside the phase) over
-        ``box``; context outside the box was taken into account.
-    """
-
-    metrics: dict[str, float]
-    box: tuple[int, int, int, int, int, int]
-    thickness: np.ndarray
-    separation: np.ndarray
 
 
 def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
@@ -126,64 +96,15 @@ def trabecular_morphometry(bone, voi, *, spacing, marrow_space=None,
     Tb.N is direct (:func:`~ctmorph.morphometry.tbn.midaxis_spacing`); Tb.N.model is the
     plate-model ``(BV/TV) / Tb.Th`` for comparison with CTAn. BS is computed by
     :func:`~ctmorph.morphometry.bone_surface`.
+
+    Computed by :func:`trabecular_morphometry_chunked` on the arrays read as one block (the
+    one implementation; with more blocks only the float summation order of the means
+    changes).
     """
-    return trabecular_analysis(bone, voi, spacing=spacing, marrow_space=marrow_space,
-                               convention=convention).metrics
-
-
-def trabecular_analysis(bone, voi, *, spacing, marrow_space=None,
-                        convention: str = "corrected") -> TrabecularAnalysis:
-    """:func:`trabecular_morphometry` plus the local-thickness maps it was computed from.
-
-    Parameters and errors are those of :func:`trabecular_morphometry`; the maps (for
-    histograms and for viewing) come at no extra cost.
-    """
-    check_convention(convention)
     bone = as_mask(bone, "bone")
-    voi = as_mask(voi, "voi", bone.shape)
-    sp = normalize_spacing(spacing)
-    if marrow_space is None:
-        marrow = ~bone
-    else:
-        marrow = as_mask(marrow_space, "marrow_space", bone.shape) & ~bone
-
-    n_voi = int(np.count_nonzero(voi))
-    if n_voi == 0:
-        raise SegmentationError("VOI is empty (no voxel selected)")
-    box = bounding_box(voi)
-    voi_b = crop(voi, box)
-    bone_sel = voi_b & crop(bone, box)
-    marrow_sel = voi_b & crop(marrow, box)
-    n_bone = int(np.count_nonzero(bone_sel))
-    _check_counts(n_voi, n_bone, bool(marrow_sel.any()))
-
-    vv = voxel_volume(sp)
-    tv = n_voi * vv
-    bv = n_bone * vv
-    bs = bone_surface(bone, voi, spacing=sp)
-    th_map = thickness_map(bone, sp, convention, box)
-    sp_map = thickness_map(marrow, sp, convention, box)
-    th, th_sd, th_max = _stats(th_map, bone_sel)
-    spc, sp_sd, sp_max = _stats(sp_map, marrow_sel)
-    del marrow
-    tbn = 1.0 / midaxis_spacing(bone, voi, spacing=sp, marrow_space=marrow_space)
-    metrics = {
-        "TV": tv,
-        "BV": bv,
-        "BV/TV": 100.0 * bv / tv,
-        "BS": bs,
-        "BS/BV": bs / bv,
-        "BS/TV": bs / tv,
-        "Tb.Th": th,
-        "Tb.Th.SD": th_sd,
-        "Tb.Th.Max": th_max,
-        "Tb.Sp": spc,
-        "Tb.Sp.SD": sp_sd,
-        "Tb.Sp.Max": sp_max,
-        "Tb.N": tbn,
-        "Tb.N.model": (bv / tv) / th,
-    }
-    return TrabecularAnalysis(metrics=metrics, box=box, thickness=th_map, separation=sp_map)
+    src = ArraySource(bone, as_mask(voi, "voi", bone.shape), marrow_space)
+    return trabecular_morphometry_chunked(src, spacing=spacing, convention=convention,
+                                          chunk_slices=max(1, bone.shape[0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,15 +149,16 @@ def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
     return moments.result()
 
 
-def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
-                       chunk_slices: int | None = None,
-                       on_chunk: ChunkCallback | None = None) -> dict[str, float]:
+def trabecular_morphometry_chunked(src: ZSource, *, spacing, convention: str = "corrected",
+                                   chunk_slices: int | None = None,
+                                   on_chunk: ChunkCallback | None = None) -> dict[str, float]:
     """:func:`trabecular_morphometry` of a source read in z-blocks, in bounded memory.
 
-    Returns the same keys and units as :func:`trabecular_morphometry` does for the source's
-    ``(bone, voi, marrow_space)``: counts (TV, BV) identical, the rest equal to floating-point
-    summation order (local-thickness maps are identical voxel for voxel; their means are
-    merged chunk by chunk).
+    Returns the keys and units of :func:`trabecular_morphometry` for the source's
+    ``(bone, voi, marrow_space)``. Whatever the block size, the counts (TV, BV), BS, Tb.N and
+    the local-thickness maps are identical; the means and SDs of Tb.Th and Tb.Sp are merged
+    block by block, so they change with the block size only in float64 rounding (one block:
+    the sequential sums over the whole map).
 
     Parameters
     ----------
@@ -266,8 +188,6 @@ def trabecular_chunked(src: ZSource, *, spacing, convention: str = "corrected",
     thickness; the skeleton of Tb.N holds the VOI box (mirrored) as uint8 while it is thinned
     (see :func:`~ctmorph.morphometry.tbn.midaxis_spacing_chunked`).
     """
-    from .tbn import midaxis_spacing_chunked
-
     check_convention(convention)
     sp = normalize_spacing(spacing)
     nz = int(src.shape[0])

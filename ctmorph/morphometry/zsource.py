@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from ..errors import SegmentationError
+from ..errors import ConfigError, SegmentationError
 from .arrays import as_mask, bounding_box
 
 __all__ = ["ArraySource", "Block", "ZSource", "block_ranges", "chunk_slices_for", "read_phase"]
@@ -63,14 +63,19 @@ class ArraySource:
         Default: the whole volume.
     marrow_space : (Z, Y, X) ndarray of bool, optional
         Default: everywhere.
+    grey : (Z, Y, X) ndarray, optional
+        Raw grey values, for :meth:`read_grey` (density).
     """
 
-    def __init__(self, bone, voi=None, marrow_space=None) -> None:
+    def __init__(self, bone, voi=None, marrow_space=None, grey=None) -> None:
         self.bone = as_mask(bone, "bone")
         shp = self.bone.shape
         self.voi = None if voi is None else as_mask(voi, "voi", shp)
         self.marrow_space = (None if marrow_space is None
                              else as_mask(marrow_space, "marrow_space", shp))
+        self.grey = None if grey is None else np.asarray(grey)
+        if self.grey is not None and self.grey.shape != shp:
+            raise ConfigError(f"grey {self.grey.shape} and bone {shp} must have one shape")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -101,6 +106,12 @@ class ArraySource:
                 return np.ones(bone.shape, dtype=bool)
             return self.marrow_space[z0:z1] | bone
         raise ValueError(f"unknown phase {kind!r}; expected one of {PHASES}")
+
+    def read_grey(self, z0: int, z1: int) -> np.ndarray:
+        """Raw grey values of slices ``[z0, z1)`` (a source made with ``grey``)."""
+        if self.grey is None:
+            raise ValueError("this source holds no grey values")
+        return self.grey[z0:z1]
 
     def voi_box(self) -> tuple[int, int, int, int, int, int]:
         if self.voi is None:

@@ -1,5 +1,5 @@
-"""The trabecular and structure measures of a VOI, held in memory or in a slab store, and
-the thickness histograms."""
+"""The trabecular and structure measures of a VOI read from a slab source (arrays in memory
+or a slab store), and the thickness histograms."""
 
 from __future__ import annotations
 
@@ -11,27 +11,20 @@ import numpy as np
 
 from ..config import AnalysisConfig
 from ..morphometry import (
-    anisotropy,
-    connectivity,
-    pattern_factor,
-    smi,
-    trabecular_analysis,
+    anisotropy_chunked,
+    connectivity_chunked,
+    pattern_factor_chunked,
+    smi_chunked,
+    trabecular_morphometry_chunked,
 )
-from ..morphometry.anisotropy import anisotropy_chunked
-from ..morphometry.connectivity import connectivity_chunked
-from ..morphometry.pattern import pattern_factor_chunked
-from ..morphometry.smi import smi_chunked
-from ..morphometry.trabecular import trabecular_chunked
-from ..morphometry.zsource import ZSource
-from .store import SlabStore
+from ..morphometry.zsource import ArraySource, ZSource
 
 __all__ = [
     "structure_metrics",
     "structure_metrics_chunked",
     "ThicknessHistogram",
     "thickness_histogram",
-    "measure_arrays",
-    "measure_store",
+    "measure_voi",
     "Progress",
 ]
 
@@ -49,15 +42,9 @@ def structure_metrics(
     Returns the ``Euler``, ``Euler.corrected``, ``Conn``, ``Conn.D`` (1/mm³), ``SMI``,
     ``SMI+``, ``SMI-``, ``SMI.concave_fraction``, ``DA``, ``MIL.min/mid/max`` (mm) and
     ``MIL.dir.z/y/x`` and ``Tb.Pf`` (1/mm) columns; see :mod:`ctmorph.columns` for definitions.
+    Computed by :func:`structure_metrics_chunked` on the arrays.
     """
-    out: dict[str, float] = {}
-    out.update(connectivity(bone, voi, spacing=spacing))
-    s = smi(bone, voi, spacing=spacing)
-    out.update({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
-                "SMI.concave_fraction": s["concave_fraction"]})
-    out.update(anisotropy(bone, voi, spacing=spacing).as_dict())
-    out["Tb.Pf"] = pattern_factor(bone, voi, spacing=spacing)
-    return {k: float(v) for k, v in out.items()}
+    return structure_metrics_chunked(ArraySource(bone, voi), spacing=spacing)
 
 
 class ThicknessHistogram:
@@ -107,49 +94,46 @@ def thickness_histogram(values: np.ndarray, bin_mm: float) -> dict[str, list]:
     return h.result()
 
 
-def measure_arrays(bone_s: np.ndarray, voi: np.ndarray, region: np.ndarray,
-                    spacing: tuple[float, float, float], cfg: AnalysisConfig,
-                    crop: tuple[slice, slice], full_shape: tuple[int, int, int],
-                    step: Progress,
-                    ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
-    """Trabecular and structure metrics, thickness histograms and (``save_maps``) maps of a
-    VOI held in memory (``bone_s``, ``voi``, ``region`` on the in-plane ``crop``); ``step``
-    is told when the structure metrics start."""
-    tb = trabecular_analysis(bone_s, voi, spacing=spacing, marrow_space=region,
-                             convention=cfg.thickness_convention)
-    metrics = dict(tb.metrics)
-    step("structure")
-    metrics.update(structure_metrics(bone_s, voi, spacing=spacing))
-    # the local-thickness maps the numbers came from, over the VOI's bounding box
-    z0b, z1b, y0b, y1b, x0b, x1b = tb.box
-    in_box = (slice(z0b, z1b), slice(y0b, y1b), slice(x0b, x1b))
-    voi_b, bone_b = voi[in_box], bone_s[in_box]
-    marrow_b = voi_b & region[in_box] & ~bone_b
-    histograms = {
-        "Tb.Th": thickness_histogram(tb.thickness[voi_b & bone_b], spacing[0]),
-        "Tb.Sp": thickness_histogram(tb.separation[marrow_b], spacing[0]),
-    }
-    del marrow_b
-    maps: dict[str, np.ndarray] = {}
-    if cfg.save_maps:
-        ys, xs = crop
-        for name, m in (("thickness", tb.thickness), ("separation", tb.separation)):
-            full = np.zeros(full_shape, dtype=np.float32)
-            full[:, ys, xs][in_box] = np.where(voi_b, m, np.float32(0.0))
-            maps[name] = full
-    return metrics, histograms, maps
+def measure_voi(src: ZSource, spacing: tuple[float, float, float], cfg: AnalysisConfig,
+                crop: tuple[slice, slice], plane: tuple[int, int], step: Progress, *,
+                chunk_slices: int | None = None,
+                ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
+    """Trabecular and structure metrics, thickness histograms and (``save_maps``) maps of the
+    VOI of a slab source.
 
+    Parameters
+    ----------
+    src : ZSource
+        The slab: bone, VOI and marrow space (the endocortical region), on the in-plane
+        ``crop`` of a scan of ``plane`` = ``(Y, X)`` pixels.
+    spacing : (3,) tuple of float
+        Voxel size ``(dz, dy, dx)`` in mm.
+    cfg : AnalysisConfig
+        ``thickness_convention`` and ``save_maps`` are used.
+    step : callable
+        Told when the structure metrics start.
+    chunk_slices : int, optional
+        Slices per block of the trabecular measures (None: about 8 M voxels; the slab's
+        slice count reads it as one block, as :func:`~ctmorph.morphometry.trabecular_morphometry`
+        does). Conn, SMI and Tb.Pf use their own default blocks either way.
 
-def measure_store(store: SlabStore, spacing: tuple[float, float, float], cfg: AnalysisConfig,
-                   crop: tuple[slice, slice], plane: tuple[int, int], step: Progress,
-                   ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
-    """:func:`measure_arrays` of a slab kept in a :class:`SlabStore`, block by block: the
-    same numbers (counts identical, means to float64 rounding) in bounded memory."""
+    Returns
+    -------
+    metrics : dict of str to float
+        The trabecular (:func:`~ctmorph.morphometry.trabecular_morphometry`) and structure
+        (:func:`structure_metrics`) columns.
+    histograms : dict
+        ``"Tb.Th"``, ``"Tb.Sp"``: :meth:`ThicknessHistogram.result` of the local thickness of
+        bone and marrow over the VOI.
+    maps : dict of str to ndarray
+        With ``cfg.save_maps``: ``"thickness"`` and ``"separation"`` (float32 mm, 0 outside the
+        phase in the VOI) over the slab's slices and the whole plane.
+    """
     hists = {k: ThicknessHistogram(spacing[0]) for k in ("Tb.Th", "Tb.Sp")}
     names = {"Tb.Th": "thickness", "Tb.Sp": "separation"}
     maps: dict[str, np.ndarray] = {}
     if cfg.save_maps:
-        maps = {n: np.zeros((store.shape[0], *plane), dtype=np.float32) for n in names.values()}
+        maps = {n: np.zeros((src.shape[0], *plane), dtype=np.float32) for n in names.values()}
     ys, xs = crop
 
     def on_chunk(kind: str, c0: int, c1: int, values: np.ndarray, sel: np.ndarray) -> None:
@@ -157,10 +141,11 @@ def measure_store(store: SlabStore, spacing: tuple[float, float, float], cfg: An
         if maps:
             maps[names[kind]][c0:c1, ys, xs] = np.where(sel, values, np.float32(0.0))
 
-    metrics = trabecular_chunked(store, spacing=spacing, convention=cfg.thickness_convention,
-                                 on_chunk=on_chunk)
+    metrics = trabecular_morphometry_chunked(src, spacing=spacing,
+                                             convention=cfg.thickness_convention,
+                                             chunk_slices=chunk_slices, on_chunk=on_chunk)
     step("structure")
-    metrics.update(structure_metrics_chunked(store, spacing=spacing))
+    metrics.update(structure_metrics_chunked(src, spacing=spacing))
     return metrics, {k: h.result() for k, h in hists.items()}, maps
 
 

@@ -33,14 +33,14 @@ from ..morphometry import (
     cortical_morphometry,
 )
 from ..morphometry.density import density_metrics, density_metrics_chunked
-from ..morphometry.zsource import block_ranges
+from ..morphometry.zsource import ArraySource, block_ranges
 from ..qc import AxialQc, QcData, ReviewViews, qc_flags
 from ..segment.axis import AlignedSource, BoneAxis
 from ..segment.femur import FemurVoi, proximal_slices
 from ..segment.femur.stream import check_voi_slices
 from ..segment.threshold import grey_histogram, otsu_threshold
 from ..segment.voi import envelope_region, open_roi_mask, whole_bone_extent
-from .measure import Progress, measure_arrays, measure_store
+from .measure import Progress, measure_voi
 from .store import Slab, load_slab
 from .stream import Pass1, Segmenter, chunk_slices, fit_axis, locate_voi, stream_pass
 
@@ -476,13 +476,13 @@ def _measure_voi(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold
     _, ny, nx = scan.shape
     store = v.slab.store if v.slab is not None else None
     crop = v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx))
+    # a slab held as arrays is read as one block (the whole-array functions' numbers); a
+    # packed store in bounded blocks
+    src = store if store is not None else ArraySource(v.bone, v.voi, v.region)
+    chunk = None if store is not None else src.shape[0]
     try:
-        if store is None:
-            metrics, histograms, maps = measure_arrays(v.bone, v.voi, v.region, scan.spacing,
-                                                       cfg, crop, (v.b - v.a, ny, nx), step)
-        else:
-            metrics, histograms, maps = measure_store(store, scan.spacing, cfg, crop, (ny, nx),
-                                                      step)
+        metrics, histograms, maps = measure_voi(src, scan.spacing, cfg, crop, (ny, nx), step,
+                                                chunk_slices=chunk)
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
     if thr.cal is not None and store is not None:

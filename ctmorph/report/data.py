@@ -18,6 +18,7 @@ from ..textsafe import csv_uncell
 __all__ = [
     "NO_GROUP",
     "load_results",
+    "read_scan_table",
     "uncell_text_cells",
     "group_order",
     "parameters",
@@ -83,13 +84,29 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / "morphometry.csv"
     if not path.is_file():
         raise ConfigError(f"{path}: not found; run 'ctmorph analyze ... -o {out_dir}' first")
+    return read_scan_table(path, "morphometry", ("scan", "status"))
+
+
+def read_scan_table(path: Path, what: str, required: Sequence[str],
+                    numeric: Sequence[str] = ()) -> pd.DataFrame:
+    """A per-scan table written by ``ctmorph analyze`` (``morphometry.csv``,
+    ``sensitivity.csv``): text cells unescaped, ``scan``/``status``/``group`` (empty:
+    ``"(no group)"``) and ``error`` (when present) as strings, the parameters and the
+    ``numeric`` columns as numbers where they parse.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, when it is unreadable (``not a readable <what> table``) or lacks one
+        of the ``required`` columns.
+    """
     try:
         df = pd.read_csv(path, keep_default_na=True,
                          dtype={"scan": str, "group": str, "status": str, "error": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable morphometry table ({exc})") from None
+        raise ConfigError(f"{path}: not a readable {what} table ({exc})") from None
     uncell_text_cells(df)
-    for col in ("scan", "status"):
+    for col in required:
         if col not in df.columns:
             raise ConfigError(f"{path}: column {col!r} is missing")
     if "group" not in df.columns:
@@ -99,7 +116,7 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     df["group"] = df["group"].fillna("").astype(str).replace("", NO_GROUP)
     if "error" in df.columns:
         df["error"] = df["error"].fillna("").astype(str)
-    for p in MORPHOMETRY_PARAMETERS:
+    for p in [*MORPHOMETRY_PARAMETERS, *numeric]:
         if p in df.columns:
             df[p] = pd.to_numeric(df[p], errors="coerce")
     return df

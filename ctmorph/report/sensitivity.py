@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..columns import MORPHOMETRY_PARAMETERS
 from ..errors import ConfigError
-from .data import NO_GROUP, group_order, parameters, uncell_text_cells
+from .data import group_order, parameters, read_scan_table
 from .summary import chosen_family, statistics_table
 
 __all__ = [
@@ -477,27 +477,15 @@ def load_sensitivity(out_dir: str | Path) -> pd.DataFrame | None:
     path = Path(out_dir) / "sensitivity.csv"
     if not path.is_file():
         return None
-    try:
-        df = pd.read_csv(path, dtype={"scan": str, "group": str, "status": str, "error": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable sensitivity table ({exc})") from None
-    uncell_text_cells(df)
-    for col in ("scan", "threshold_change_pct", "status", "threshold"):
-        if col not in df.columns:
-            raise ConfigError(f"{path}: column {col!r} is missing")
-    if "group" not in df.columns:
-        df["group"] = ""
-    df["scan"] = df["scan"].fillna("").astype(str)
-    df["status"] = df["status"].fillna("").astype(str).str.strip()
-    df["group"] = df["group"].fillna("").astype(str).replace("", NO_GROUP)
-    df["error"] = df["error"].fillna("").astype(str) if "error" in df.columns else ""
+    df = read_scan_table(path, "sensitivity",
+                         ("scan", "threshold_change_pct", "status", "threshold"),
+                         numeric=("threshold", "threshold_density"))
+    if "error" not in df.columns:
+        df["error"] = ""
     pct = pd.to_numeric(df["threshold_change_pct"], errors="coerce")
     if pct.isna().any():
         raise ConfigError(f"{path}: threshold_change_pct must be a number on every row")
     df["threshold_change_pct"] = pct.astype(float)
-    for p in [*MORPHOMETRY_PARAMETERS, "threshold", "threshold_density"]:
-        if p in df.columns:
-            df[p] = pd.to_numeric(df[p], errors="coerce")
     return df
 
 
