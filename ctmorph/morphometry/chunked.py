@@ -338,7 +338,7 @@ def thickness_plan(a: Any, spacing, convention: str, chunk_slices: int | None,
                          halo=use, bounds=bounds, n_phase=n_phase)
     table, shrink = containment(w2, dmax, exact)  # as local_thickness on the whole volume
     offset = 0.5 * float(np.mean(sp)) if convention == "corrected" else 0.0
-    logger.info(
+    logger.debug(
         "chunked local thickness: largest ball radius %.6g, halo %d slices (%d + %d), "
         "%d chunks", info.radius, use, K, M, len(bounds) - 1,
     )
