@@ -1,6 +1,7 @@
-"""MIL anisotropy in z-blocks (anisotropy_chunked): the same Fabric as the whole-array
-anisotropy, over chunk sizes, VOI placements, spacings and sampling parameters; the windowed
-kernel against the whole kernel; bounded reads; bad input."""
+"""MIL anisotropy in z-blocks (anisotropy_chunked, the one implementation; ``anisotropy`` is it
+read as one block): block-size invariance (the same Fabric bit for bit) over chunk sizes, VOI
+placements, spacings and sampling parameters; the windowed kernel against the whole kernel;
+bounded reads; bad input."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def _cases():
 
 @pytest.mark.parametrize("name, voi", list(_cases()), ids=[c[0] for c in _cases()])
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, None])
-def test_equals_whole_version(name, voi, chunk):
+def test_block_size_invariant(name, voi, chunk):
     spacing = (0.012, 0.009, 0.01)
     want = anisotropy(BONE, voi, spacing=spacing, n_directions=24)
     got = anisotropy_chunked(ArraySource(BONE, voi), spacing=spacing, n_directions=24,
@@ -85,7 +86,7 @@ def test_equals_whole_version(name, voi, chunk):
     ids=["smooth 0", "smooth 1.6", "long step", "dense"],
 )
 @pytest.mark.parametrize("chunk", [1, 2, 5])
-def test_equals_whole_version_for_sampling_parameters(kw, chunk):
+def test_block_size_invariant_for_sampling_parameters(kw, chunk):
     # VOI touching slab end z = 0 and ending inside the slab
     voi = tilted_cylinder(SHAPE, 6.0, (1, 0.3, 0.5), centre=(4, 11, 11))
     spacing = (0.01, 0.01, 0.008)

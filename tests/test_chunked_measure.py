@@ -204,7 +204,7 @@ def test_thickness_histogram_in_chunks_equals_one_go_and_a_slow_count():
 
 
 # --------------------------------------------------------------------------------------------
-# trabecular_morphometry_chunked against trabecular_morphometry directly
+# trabecular_morphometry_chunked: block-size invariance, and the one-block statistics
 
 
 def _sponge(seed=2, shape=(30, 34, 36)):
@@ -221,7 +221,7 @@ def _sponge(seed=2, shape=(30, 34, 36)):
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_trabecular_chunked_equals_whole_arrays(chunk):
+def test_trabecular_block_size_invariant(chunk):
     from ctmorph.morphometry import trabecular_morphometry, trabecular_morphometry_chunked
 
     bone, voi, space = _sponge()

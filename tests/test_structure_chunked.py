@@ -1,6 +1,7 @@
-"""Connectivity, SMI, Tb.Pf and BS read from a ZSource in z-blocks: equal to the whole-array
-functions and to independent oracles, over chunk sizes (1-3 slices, awkward cuts), VOIs touching
-the slab ends, blocks without VOI or bone, and bad input; no read ever holds the whole source."""
+"""Connectivity, SMI, Tb.Pf and BS read from a ZSource in z-blocks (the one implementation of each;
+the array functions read one block): block-size invariant and equal to independent oracles, over
+chunk sizes (1-3 slices, awkward cuts), VOIs touching the slab ends, blocks without VOI or bone,
+and bad input; no read ever holds the whole source."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Tb.N in bounded memory: the thinning kernel with growing work buffers (bit-identical to the
 fixed-buffer algorithm), the mirror margin and mirror indexing measured block by block, and
-``midaxis_spacing_chunked`` bitwise equal to ``midaxis_spacing`` over chunk sizes, spacings,
+``midaxis_spacing_chunked`` (the one implementation; ``midaxis_spacing`` is it read as one
+block) bitwise invariant over chunk sizes, spacings,
 VOIs touching the slab ends, empty blocks, marrow spaces and the error cases."""
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def _case(name: str):
 
 @pytest.mark.parametrize("name", ["middle", "touching_ends", "empty_blocks", "marrow_space",
                                   "one_slice_voi"])
-def test_chunked_equals_whole_bitwise(name):
+def test_block_size_invariant_bitwise(name):
     # Bitwise: the chunked local thickness is voxel for voxel the whole map (exact integer
     # squared distances with commensurate voxel sizes), and the VOI values are summed in the
     # same C order with the same sequential float64 additions as masked_stats.
@@ -238,7 +239,7 @@ def test_chunked_equals_whole_bitwise(name):
             assert midaxis_spacing_chunked(src, spacing=sp, chunk_slices=c) == whole, (sp, c)
 
 
-def test_chunked_equals_whole_incommensurate_spacing():
+def test_block_size_invariant_incommensurate_spacing():
     # voxel-size ratios that are no small fractions take the floating-point thickness path,
     # whose chunked map agrees to float32 rounding (module notes of chunked.py), in practice
     # bitwise; a 1e-12 relative tolerance would still catch any real difference (>1e-7).
