@@ -11,10 +11,12 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["AnalysisConfig", "ROI_MODES", "THICKNESS_CONVENTIONS"]
+__all__ = ["AnalysisConfig", "ALIGN_MODES", "DISTAL_ENDS", "ROI_MODES", "THICKNESS_CONVENTIONS"]
 
 THICKNESS_CONVENTIONS = ("corrected", "uncorrected")
 ROI_MODES = ("auto", "full", "envelope", "mask")
+DISTAL_ENDS = ("auto", "first", "last")
+ALIGN_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -176,9 +178,9 @@ class AnalysisConfig:
             if self.voi_last_slice < self.voi_first_slice:
                 raise ConfigError(f"voi_last_slice {self.voi_last_slice} is before "
                                   f"voi_first_slice {self.voi_first_slice}")
-        if self.align not in ("auto", "off"):
+        if self.align not in ALIGN_MODES:
             raise ConfigError(f"align must be 'auto' or 'off', got {self.align!r}")
-        if self.distal_end not in ("auto", "first", "last"):
+        if self.distal_end not in DISTAL_ENDS:
             raise ConfigError(f"distal_end must be auto, first or last, got {self.distal_end!r}")
         if not self.roi_offset_mm >= 0:
             raise ConfigError(f"roi_offset_mm must be >= 0 mm, got {self.roi_offset_mm!r}")

@@ -12,6 +12,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from ..columns import column_units
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 from .arrays import as_mask, bounding_box, crop
@@ -21,25 +22,12 @@ __all__ = ["CORTICAL_COLUMNS", "cortical_morphometry"]
 
 logger = logging.getLogger(__name__)
 
-#: Keys returned by :func:`cortical_morphometry`: ``key -> (unit, description)``.
-CORTICAL_COLUMNS: dict[str, tuple[str, str]] = {
-    "Tt.Ar": ("mm²", "total cross-sectional area inside the periosteal envelope, mean over "
-                     "slices"),
-    "Ct.Ar": ("mm²", "cortical bone area, mean over slices"),
-    "Ma.Ar": ("mm²", "marrow area: Tt.Ar - Ct.Ar (includes intracortical pores)"),
-    "Ct.Ar/Tt.Ar": ("%", "cortical area fraction"),
-    "Ct.Th": ("mm", "cortical thickness: volume-weighted mean local thickness of the cortex, "
-                    "3-D (Hildebrand & Rüegsegger 1997)"),
-    "Ct.Th.SD": ("mm", "SD of the local thickness of the cortex"),
-    "Ct.Po": ("%", "cortical porosity: non-bone volume between the periosteal and endosteal "
-                   "surfaces / (that volume + cortical bone volume)"),
-    "J": ("mm⁴", "polar moment of inertia of the cortical bone about its centroid, mean over "
-                 "slices"),
-    "Imax": ("mm⁴", "maximum principal second moment of area of the cortical bone, mean over "
-                    "slices"),
-    "Imin": ("mm⁴", "minimum principal second moment of area of the cortical bone, mean over "
-                    "slices"),
-}
+#: Keys returned by :func:`cortical_morphometry`, in that order: ``key -> (unit,
+#: description)`` from the column registry :mod:`ctmorph.columns`.
+CORTICAL_COLUMNS: dict[str, tuple[str, str]] = column_units((
+    "Tt.Ar", "Ct.Ar", "Ma.Ar", "Ct.Ar/Tt.Ar", "Ct.Th", "Ct.Th.SD", "Ct.Po", "J", "Imax",
+    "Imin",
+))
 
 #: Default closing radius (mm) of the automatic periosteal envelope: bridges gaps in the
 #: cortex up to 0.1 mm wide (the radius used by ``ctmorph.segment`` for the femur envelope).

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..columns import column_units
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
 from . import chunked as _chunked
@@ -18,26 +19,12 @@ from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for, read_
 
 __all__ = ["TRABECULAR_COLUMNS", "trabecular_morphometry", "trabecular_morphometry_chunked"]
 
-#: Keys returned by :func:`trabecular_morphometry`: ``key -> (unit, description)``.
-TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = {
-    "TV": ("mm³", "tissue volume: VOI voxels × voxel volume"),
-    "BV": ("mm³", "bone volume: bone voxels in the VOI × voxel volume"),
-    "BV/TV": ("%", "bone volume fraction, voxel counting"),
-    "BS": ("mm²", "bone surface in the VOI, marching cubes, VOI-wall cut faces excluded"),
-    "BS/BV": ("1/mm", "bone surface to bone volume ratio"),
-    "BS/TV": ("1/mm", "bone surface density"),
-    "Tb.Th": ("mm", "trabecular thickness: volume-weighted mean local thickness of bone "
-                    "(Hildebrand & Rüegsegger 1997)"),
-    "Tb.Th.SD": ("mm", "SD of the local thickness of bone"),
-    "Tb.Th.Max": ("mm", "largest local thickness of bone in the VOI"),
-    "Tb.Sp": ("mm", "trabecular separation: volume-weighted mean local thickness of marrow"),
-    "Tb.Sp.SD": ("mm", "SD of the local thickness of marrow"),
-    "Tb.Sp.Max": ("mm", "largest local thickness of marrow in the VOI"),
-    "Tb.N": ("1/mm", "trabecular number, direct: 1 / mean spacing of the trabecular "
-                     "mid-axes (Hildebrand et al. 1999)"),
-    "Tb.N.model": ("1/mm", "trabecular number, plate model: (BV/TV) / Tb.Th (Parfitt 1983), "
-                           "the value CTAn reports as Tb.N"),
-}
+#: Keys returned by :func:`trabecular_morphometry`, in that order: ``key -> (unit,
+#: description)`` from the column registry :mod:`ctmorph.columns`.
+TRABECULAR_COLUMNS: dict[str, tuple[str, str]] = column_units((
+    "TV", "BV", "BV/TV", "BS", "BS/BV", "BS/TV", "Tb.Th", "Tb.Th.SD", "Tb.Th.Max", "Tb.Sp",
+    "Tb.Sp.SD", "Tb.Sp.Max", "Tb.N", "Tb.N.model",
+))
 
 
 def _check_counts(n_voi: int, n_bone: int, any_marrow: bool) -> None:

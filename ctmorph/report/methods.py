@@ -241,8 +241,6 @@ def _segmentation(ok: pd.DataFrame, run: Mapping[str, Any], m: Methods,
             if val is None:
                 continue
             unit = COLUMN_BY_NAME[c].unit if c in COLUMN_BY_NAME else ""
-            if not unit and ("g_cm3" in c or "density" in c):
-                unit = "g/cm³ HA" if "mg" not in c else "mg/cm³ HA"
             density.append(f"{q(val)} {unit}".strip())
     parts = []
     if sigma is not None:
