@@ -217,14 +217,19 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, overr
 @click.option("--excel/--no-excel", default=True, show_default=True,
               help="Also write report/report.xlsx.")
 @click.option("--figures/--no-figures", default=True, show_default=True)
+@click.option("--representative", metavar="PARAM", default="BV/TV", show_default=True,
+              help="Parameter whose group median picks each group's animal for the "
+                   "renderings (figure_renderings, figure_paper).")
 @click.pass_context
 @_handle_errors
-def report(ctx, out, control, model, nonparametric, alpha, excel, figures) -> None:
+def report(ctx, out, control, model, nonparametric, alpha, excel, figures,
+           representative) -> None:
     """Group tables, statistics, figures and report.html of an analysis folder OUT."""
     from .report import make_report
 
     paths = make_report(out, control=control, model=model, nonparametric=nonparametric,
-                        alpha=alpha, excel=excel, figures=figures)
+                        alpha=alpha, excel=excel, figures=figures,
+                        representative=representative)
     html = paths.get("html")
     click.echo(f"wrote {len(paths)} files to {Path(out) / 'report'}"
                + (f"; open {html}" if html else ""))

@@ -321,6 +321,7 @@ def run_job(job: Job, progress: Callable[[str], None] | None = None) -> Outcome:
         res = measure_scan(
             scan, job.config, threshold=job.threshold, threshold_method=job.method,
             threshold_attenuation=job.threshold_attenuation, progress=step,
+            renders=job.write_qc,
         )
         res.row["group"] = job.group
         extra: dict[str, Any] = {"fingerprint": fingerprint, "settings_key": key,

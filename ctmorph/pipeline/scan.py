@@ -41,6 +41,7 @@ from ..segment.femur.stream import check_voi_slices
 from ..segment.threshold import grey_histogram, otsu_threshold
 from ..segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 from .measure import Progress, measure_voi
+from .render import scan_renderings
 from .store import Slab, load_slab
 from .stream import Pass1, Segmenter, chunk_slices, fit_axis, locate_voi, stream_pass
 
@@ -64,9 +65,9 @@ logger = logging.getLogger(__name__)
 ALIGN_MIN_DEG = 3.0
 
 #: Stages reported to the progress callback, in order ("thickness": Tb.Th, Tb.Sp and Tb.N;
-#: "structure": Conn, SMI, DA, Tb.Pf, then density, the cortical VOI and the QC data). A pool
-#: worker re-divides numba's threads at each one.
-STAGES = ("read", "growth plate", "voi", "thickness", "structure")
+#: "structure": Conn, SMI, DA, Tb.Pf, then density, the cortical VOI and the QC data; "render":
+#: the 3-D renderings, when asked for). A pool worker re-divides numba's threads at each one.
+STAGES = ("read", "growth plate", "voi", "thickness", "structure", "render")
 
 
 
@@ -138,6 +139,7 @@ def measure_scan(
     threshold_method: str | None = None,
     threshold_attenuation: float | None = None,
     progress: Progress | None = None,
+    renders: bool = False,
 ) -> ScanResult:
     """Analyse one scan; see :func:`analyze_scan`. Also returns details and QC arrays.
 
@@ -157,6 +159,9 @@ def measure_scan(
         computed from the scan's CS window.
     progress : callable, optional
         Called with each stage name of :data:`STAGES`.
+    renders : bool
+        Also make the 3-D renderings of the VOI and the distal femur (``QcData.renders``,
+        :mod:`ctmorph.pipeline.render`; a few seconds).
 
     Raises
     ------
@@ -171,7 +176,7 @@ def measure_scan(
         return _measure_scan(path, config, threshold=threshold,
                              threshold_method=threshold_method,
                              threshold_attenuation=threshold_attenuation, progress=progress,
-                             views=views)
+                             renders=renders, views=views)
     except CtmorphError as exc:
         if views:
             exc.review = views[0]  # type: ignore[attr-defined]
@@ -234,6 +239,7 @@ def _measure_scan(
     threshold_method: str | None,
     threshold_attenuation: float | None,
     progress: Progress | None,
+    renders: bool,
     views: list[ReviewViews],
 ) -> ScanResult:
     cfg = config or AnalysisConfig()
@@ -245,7 +251,7 @@ def _measure_scan(
     roi_mask = None
     if cfg.roi == "mask":
         roi_mask = open_roi_mask(cfg.roi_mask, shape=scan.shape)  # checked before any work
-    frame = _stream(scan, cfg, thr, views)
+    frame = _stream(scan, cfg, thr, views, preview=renders)
     step("growth plate")
     if cfg.roi == "auto":
         v = _auto_voi(scan, frame, cfg, thr, step)
@@ -263,6 +269,9 @@ def _measure_scan(
     cortical = _measure_cortex(scan, frame, cfg, thr, v)
     row = _row(scan, frame, cfg, thr, v, metrics, cortical)
     qc = _qc(scan, frame, cfg, thr, v)
+    if renders:
+        step("render")
+        qc.renders = _renders(scan, frame, v)
     details = _details(scan, frame, cfg, thr, v, row, metrics, histograms)
     row["qc_flags"] = "; ".join([*v.flags, *qc_flags(row)])
     logger.info("%s: done in %.1f s", scan.name, time.perf_counter() - t_start)
@@ -312,13 +321,16 @@ def _threshold(scan: Scan, cfg: AnalysisConfig, threshold: float | None,
     return _Threshold(thr, threshold_attenuation, method, hist, cal, window, mismatch)
 
 
-def _stream(scan: Scan, cfg: AnalysisConfig, thr: _Threshold, views: list[ReviewViews]
-            ) -> _Frame:
+def _stream(scan: Scan, cfg: AnalysisConfig, thr: _Threshold, views: list[ReviewViews], *,
+            preview: bool) -> _Frame:
     """Pass 1 over the scan (per-slice summaries and the QC sections only; ``--roi
-    full/envelope`` keep the whole scan), and for a tilted femur again along its axis."""
+    full/envelope`` keep the whole scan; the femur's low-resolution ``preview`` for the
+    renderings), and for a tilted femur again along its axis."""
     seg = Segmenter(scan, thr.grey, cfg)
+    preview = preview and cfg.roi == "auto"
     p1 = stream_pass(scan, seg, keep_volume=cfg.roi in ("full", "envelope"),
-                     need_hist=thr.hist is None, need_maps=cfg.roi == "auto")
+                     need_hist=thr.hist is None, need_maps=cfg.roi == "auto",
+                     need_preview=preview)
     hist = thr.hist if thr.hist is not None else p1.hist
     if not p1.any_bone:
         raise SegmentationError(f"{scan.name}: no voxel is above the threshold {thr.grey:g}")
@@ -333,7 +345,8 @@ def _stream(scan: Scan, cfg: AnalysisConfig, thr: _Threshold, views: list[Review
                         scan.name, axis.tilt_deg)
             src = AlignedSource(scan, axis)
             seg = Segmenter(src, thr.grey, cfg)
-            p1 = stream_pass(src, seg, keep_volume=False, need_hist=False)
+            p1 = stream_pass(src, seg, keep_volume=False, need_hist=False,
+                             need_preview=preview)
     if cfg.roi == "auto":  # the review's sections, kept for a scan that fails from here on
         iy, ix = p1.through_axis(scan.spacing)
         views.append(ReviewViews(p1.row_grey[iy], p1.col_grey[ix], np.asarray(src.sections),
@@ -623,6 +636,17 @@ def _qc(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold, v: _Voi
         axis_tilt_deg=frame.axis.tilt_deg if frame.axis is not None else None,
         profiles=v.profiles,
     )
+
+
+def _renders(scan: Scan, frame: _Frame, v: _Voi) -> dict[str, Any]:
+    """The VOI's and the distal femur's 3-D renderings (:mod:`.render`)."""
+    _, ny, nx = scan.shape
+    store = v.slab.store if v.slab is not None else None
+    src = store if store is not None else ArraySource(v.bone, v.voi)
+    crop = v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx))
+    return scan_renderings(src, v.a, (v.z0, v.z1), crop, (ny, nx), scan.spacing,
+                           frame.p1.preview, distal_first=v.distal_end != "last",
+                           name=scan.name)
 
 
 def _details(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold, v: _Voi,

@@ -20,6 +20,8 @@ from ..segment.threshold import binarize, despeckle_core, grey_histogram
 __all__ = [
     "Segmenter",
     "Pass1",
+    "Preview",
+    "PREVIEW_VOXELS",
     "stream_pass",
     "fit_axis",
     "locate_voi",
@@ -125,6 +127,41 @@ def section_positions(n: int) -> np.ndarray:
                             for k in SECTION_EIGHTHS}), dtype=np.intp)
 
 
+#: Voxels of the low-resolution bone kept by pass 1 for the renderings (at most).
+PREVIEW_VOXELS = 12_000_000
+
+
+@dataclass
+class Preview:
+    """The bone of a scan block-averaged by ``factor`` voxels along each axis: ``counts`` are
+    bone voxels per block (``factor³`` = all bone), blocks cut by the scan's end count what
+    they hold. Kept by pass 1 at no extra reading, for the femur's 3-D rendering."""
+
+    factor: int
+    counts: np.ndarray  # (ceil(Z/f), Y // f, X // f) uint16
+
+    @classmethod
+    def for_shape(cls, shape: tuple[int, int, int]) -> Preview:
+        """The smallest factor (1-8) that keeps the preview within :data:`PREVIEW_VOXELS`."""
+        nz, ny, nx = shape
+        f = next((k for k in range(1, 9)
+                  if -(-nz // k) * (ny // k) * (nx // k) <= PREVIEW_VOXELS), 8)
+        return cls(f, np.zeros((-(-nz // f), max(ny // f, 1), max(nx // f, 1)), np.uint16))
+
+    def add(self, s: int, bone: np.ndarray) -> None:
+        """Add slices ``[s, s + len(bone))``."""
+        f = self.factor
+        _, by, bx = self.counts.shape
+        plane = bone[:, :by * f, :bx * f]
+        per_slice = plane.reshape(len(bone), by, f, bx, f).sum(axis=(2, 4), dtype=np.uint16)
+        for k in range(len(bone)):
+            self.counts[(s + k) // f] += per_slice[k]
+
+    def bone_fraction(self) -> np.ndarray:
+        """Bone fraction of each block, float32 in [0, 1]."""
+        return (self.counts / np.float32(self.factor ** 3)).astype(np.float32)
+
+
 @dataclass
 class Pass1:
     hist: np.ndarray
@@ -137,6 +174,7 @@ class Pass1:
     any_bone: bool
     volume: np.ndarray | None = None
     valid: np.ndarray | None = None
+    preview: Preview | None = None  # the bone at low resolution, for the 3-D renderings
 
     def through_axis(self, sp: tuple[float, float, float]) -> tuple[int, int]:
         """Indices into :attr:`rows` and :attr:`cols` of the sections nearest the bone
@@ -151,10 +189,10 @@ class Pass1:
 
 
 def stream_pass(scan: Scan | AlignedSource, seg: Segmenter, *, keep_volume: bool,
-           need_hist: bool, need_maps: bool = True) -> Pass1:
+           need_hist: bool, need_maps: bool = True, need_preview: bool = False) -> Pass1:
     """Stream the whole scan once: histogram, the femur's per-slice summaries
-    (:class:`~ctmorph.segment.femur.FemurStream`, with ``need_maps``) and the QC longitudinal
-    sections."""
+    (:class:`~ctmorph.segment.femur.FemurStream`, with ``need_maps``), the QC longitudinal
+    sections and (``need_preview``) the low-resolution bone of :class:`Preview`."""
     nz, ny, nx = scan.shape
     sp = scan.spacing
     sec_rows, sec_cols = section_positions(ny), section_positions(nx)
@@ -166,11 +204,14 @@ def stream_pass(scan: Scan | AlignedSource, seg: Segmenter, *, keep_volume: bool
     volume = np.empty(scan.shape, dtype=bool) if keep_volume else None
     valid = np.empty(scan.shape, dtype=bool) if keep_volume and scan.no_data_zero else None
     any_bone = False
+    preview = Preview.for_shape(scan.shape) if need_preview else None
     step, map_step = chunk_slices(ny * nx)
     for s in range(0, nz, step):
         e = min(nz, s + step)
         bone, grey = seg.chunk(s, e)
         any_bone = any_bone or bool(bone.any())
+        if preview is not None:
+            preview.add(s, bone)
         if need_hist:
             for k in range(e - s):
                 hist += grey_histogram(grey[k], gmax=scan.gmax, no_data_zero=scan.no_data_zero)
@@ -186,7 +227,7 @@ def stream_pass(scan: Scan | AlignedSource, seg: Segmenter, *, keep_volume: bool
         for t in range(s, e, map_step):
             femur.add(t, bone[t - s : min(e, t + map_step) - s])
     return Pass1(hist, femur, sec_rows, row_grey, row_bone, sec_cols, col_grey, any_bone,
-                  volume, valid)
+                  volume, valid, preview)
 
 
 def fit_axis(p1: Pass1, sp: tuple[float, float, float], name: str) -> BoneAxis | None:

@@ -1,6 +1,8 @@
-"""QC a person can trust: pictures of where the VOI went (:mod:`.pictures`) and flags for
-implausible results (:mod:`.flags`)."""
+"""QC a person can trust: pictures of where the VOI went (:mod:`.pictures`), the pictures a
+paper figure is built from (:mod:`.figure_pictures`) and flags for implausible results
+(:mod:`.flags`)."""
 
+from .figure_pictures import FIGURE_JSON, SECTION_PICTURE, RenderedView
 from .flags import (
     MIN_PLATE_END_DISTANCE_MM,
     MIN_VOI_HEIGHT_FRACTION,
@@ -24,6 +26,9 @@ __all__ = [
     "AxialQc",
     "QcData",
     "ReviewViews",
+    "RenderedView",
+    "FIGURE_JSON",
+    "SECTION_PICTURE",
     "write_review_views",
     "qc_flags",
     "axial_overlay",

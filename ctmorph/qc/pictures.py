@@ -110,6 +110,14 @@ class QcData:
         Tilt of the bone axis from the stack axis (degrees), when measured.
     profiles : dict of str to (Z,) ndarray
         Per-slice profiles of the growth-plate search (e.g. ``cartilage_fraction``).
+    sagittal, distal_end, mm_per_px
+        The second longitudinal section (for the review), which end is distal, and the
+        in-plane pixel size (mm).
+    slice_mm : float or None
+        Slice spacing (mm): the pixel height of the longitudinal sections.
+    renders : dict of str to RenderedView
+        3-D renderings made while the scan was in memory (``"voi"``, ``"femur"``), written as
+        ``render_<name>.png`` (:mod:`ctmorph.qc.figure_pictures`).
     """
 
     longitudinal: np.ndarray
@@ -127,6 +135,8 @@ class QcData:
     sagittal: np.ndarray | None = None
     distal_end: str | None = None
     mm_per_px: float | None = None
+    slice_mm: float | None = None
+    renders: dict[str, Any] = field(default_factory=dict)
 
     def review_views(self) -> ReviewViews | None:
         """The review's two sections of this scan (None without the sagittal one)."""
@@ -457,9 +467,10 @@ def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
     Returns
     -------
     list of Path
-        ``longitudinal.png``, ``axial.png``, ``histogram.png``, ``tile.png`` and, with the
-        sagittal section, the review's views (:func:`write_review_views`), written
-        atomically.
+        ``longitudinal.png``, ``axial.png``, ``histogram.png``, ``tile.png``, with the
+        sagittal section the review's views (:func:`write_review_views`), and the figure's
+        pictures (:func:`~ctmorph.qc.figure_pictures.write_figure_pictures`:
+        ``section_voi.png``, the renderings, ``figure.json``), written atomically.
     """
     qc = _as_qcdata(qc)
     folder = Path(folder)  # created by the atomic writes
@@ -469,8 +480,11 @@ def write_qc_pictures(qc: QcData, folder: Path, title: str) -> list[Path]:
         _write_histogram(qc, folder, title),
         _write_tile(qc, folder),
     ]
+    from .figure_pictures import write_figure_pictures
+
     views = qc.review_views()
-    return written + (write_review_views(views, folder) if views is not None else [])
+    written += write_review_views(views, folder) if views is not None else []
+    return written + write_figure_pictures(qc, folder)
 
 
 def _tile_image(out_dir: Path, scan: str) -> np.ndarray | None:

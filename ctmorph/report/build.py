@@ -15,6 +15,7 @@ import scipy
 from .. import __version__
 from .._atomic import atomic_write_text
 from ..errors import ConfigError
+from ..qc import SECTION_PICTURE
 from ..textsafe import markdown_text
 from .data import (
     empty_parameters,
@@ -38,6 +39,15 @@ from .figures import (
 )
 from .html import ReportContent, render_html
 from .methods import Methods, methods_text
+from .renderings import (
+    RENDER_PICTURE,
+    REPRESENTATIVE_DEFAULT,
+    Representative,
+    paper_figure,
+    paper_legend,
+    renderings_figure,
+    representatives,
+)
 from .sensitivity import sensitivity_from_folder, sensitivity_paragraph
 from .summary import (
     DUNN,
@@ -69,11 +79,12 @@ _FAMILY_TEXT = {
 def _write_figures(df: pd.DataFrame, params: list[str], statistics: pd.DataFrame,
                    families: dict[str, list[str]], order: list[str], control: str | None,
                    model: str | None, alpha: float, figures: bool, rep: Path,
-                   paths: dict[str, Path]
+                   paths: dict[str, Path], reps: dict[str, Representative]
                    ) -> tuple[dict[str, Path], Path | None, str, dict[str, str]]:
-    """One figure per parameter and the main panel figure (``paths`` gets their files);
-    returns the SVG per parameter, the main figure's SVG and caption, and why a parameter
-    was not tested."""
+    """One figure per parameter, the main panel figure and, when the scans have their
+    pictures, the renderings and the paper figure (``paths`` gets their files); returns the
+    SVG per parameter, the main figure's SVG and caption, and why a parameter was not
+    tested."""
     fig_dir = rep / "figures"
     colors = group_colors(order, control, model)
     untested_note = {}
@@ -107,9 +118,34 @@ def _write_figures(df: pd.DataFrame, params: list[str], statistics: pd.DataFrame
             fig = panel_figure([panels[p] for p in main], order, colors, main_caption)
             png, main_svg = save_figure(fig, rep / "figure_main")
             paths["figure_main_png"], paths["figure_main_svg"] = png, main_svg
+        if figures:
+            _write_paper_figures(df, rep, order, reps, [panels[p] for p in main], colors,
+                                 main_caption, paths)
     if figures:
         _clean_stale(fig_dir, written)
     return figure_files, main_svg, main_caption, untested_note
+
+
+def _write_paper_figures(df: pd.DataFrame, rep: Path, order: list[str],
+                         reps: dict[str, Representative], panels: list, colors: dict[str, str],
+                         caption: str, paths: dict[str, Path]) -> None:
+    """``figure_renderings`` and ``figure_paper`` (PNG 300 dpi + SVG) when at least one
+    representative has its section and rendering; stale ones are removed otherwise."""
+    out_dir = rep.parent
+    have = [g for g in order if g in reps and {SECTION_PICTURE, RENDER_PICTURE} <= {
+        p.name for p in qc_pictures(out_dir, reps[g].scan)}]
+    if not have:
+        logger.info("no renderings in the scans' qc folders (analysed with --no-qc?): "
+                    "figure_renderings and figure_paper not drawn")
+        for stem in ("figure_renderings", "figure_paper"):
+            for ext in ("png", "svg"):
+                (rep / f"{stem}.{ext}").unlink(missing_ok=True)
+        return
+    fig = renderings_figure(out_dir, order, reps)
+    paths["figure_renderings_png"], paths["figure_renderings_svg"] = save_figure(
+        fig, rep / "figure_renderings")
+    fig = paper_figure(out_dir, order, reps, panels, colors, caption)
+    paths["figure_paper_png"], paths["figure_paper_svg"] = save_figure(fig, rep / "figure_paper")
 
 
 def _write_methods(ok: pd.DataFrame, out_dir: Path, run: dict[str, Any] | None,
@@ -117,7 +153,8 @@ def _write_methods(ok: pd.DataFrame, out_dir: Path, run: dict[str, Any] | None,
                    order: list[str], control: str | None, model: str | None,
                    nonparametric: bool, alpha: float, families: dict[str, list[str]],
                    n_failed: int, statistics: pd.DataFrame, sensitivity: Any, rep: Path,
-                   paths: dict[str, Path]) -> Methods:
+                   paths: dict[str, Path],
+                   legend: Callable[[Callable[[str], str]], str] | None = None) -> Methods:
     """``methods.md`` (input strings escaped for Markdown); returns the plain text for the
     HTML, which escapes it as a whole."""
     # methods: plain for the HTML (escaped there as a whole), input strings escaped for .md
@@ -135,6 +172,8 @@ def _write_methods(ok: pd.DataFrame, out_dir: Path, run: dict[str, Any] | None,
         )
         if sensitivity is not None:
             m.paragraphs.append(sensitivity_paragraph(sensitivity, nonparametric, quote))
+        if legend is not None:
+            m.paragraphs.append(legend(quote))
         return m
 
     paths["methods"] = rep / "methods.md"
@@ -196,9 +235,36 @@ def _failure(scan: str, error: str) -> str:
     return error if error.startswith(f"{scan}: ") else f"{scan}: {error}"
 
 
+def _study_warnings(ok: pd.DataFrame, control: str | None, model: str | None
+                    ) -> tuple[list[str], str | None, str | None]:
+    """What the reader must know about the study (logged too): a control or model group that
+    is not there (then None), scans whose reconstruction differs from the calibration."""
+    groups = list(dict.fromkeys(ok["group"]))
+    warnings: list[str] = []
+    if control is not None and control not in groups:
+        warnings.append(f"control group {control!r} is not among the analysed groups "
+                        f"({', '.join(groups)}): no comparisons against a control")
+        control = None
+    if model is not None and model not in groups:
+        warnings.append(f"model group {model!r} is not among the analysed groups "
+                        f"({', '.join(groups)}): no # marks, no % prevented")
+        model = None
+    if "calibration_mismatch" in ok.columns:
+        bad_cal = ok[ok["calibration_mismatch"].astype("string").fillna("").str.strip() != ""]
+        if len(bad_cal):
+            warnings.append("reconstruction settings differ from the density calibration for "
+                            f"{len(bad_cal)} scan(s): " + "; ".join(
+                                f"{r.scan}: {r.calibration_mismatch}"
+                                for r in bad_cal.head(5).itertuples(index=False)))
+    for w in warnings:
+        logger.warning("%s", w)
+    return warnings, control, model
+
+
 def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str | None = None,
                 nonparametric: bool = False, alpha: float = 0.05, excel: bool = True,
-                figures: bool = True) -> dict[str, Path]:
+                figures: bool = True,
+                representative: str = REPRESENTATIVE_DEFAULT) -> dict[str, Path]:
     """Write the study report of an analysis folder into ``OUT/report/``.
 
     Parameters
@@ -221,6 +287,9 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     figures : bool
         Draw the figures (PNG + SVG, a few tenths of a second each); without them the
         tables, methods and HTML are still written.
+    representative : str
+        The parameter that picks each group's representative animal for the renderings
+        (closest to the group median; :mod:`ctmorph.report.renderings`).
 
     Returns
     -------
@@ -256,27 +325,10 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
     for r in failed.itertuples(index=False):
         logger.warning("left out of the report: %s", _failure(r.scan, getattr(r, "error", "")))
 
-    groups = list(dict.fromkeys(ok["group"]))
-    warnings: list[str] = []
-    if control is not None and control not in groups:
-        warnings.append(f"control group {control!r} is not among the analysed groups "
-                        f"({', '.join(groups)}): no comparisons against a control")
-        control = None
-    if model is not None and model not in groups:
-        warnings.append(f"model group {model!r} is not among the analysed groups "
-                        f"({', '.join(groups)}): no # marks, no % prevented")
-        model = None
-    if "calibration_mismatch" in ok.columns:
-        bad_cal = ok[ok["calibration_mismatch"].astype("string").fillna("").str.strip() != ""]
-        if len(bad_cal):
-            warnings.append("reconstruction settings differ from the density calibration for "
-                            f"{len(bad_cal)} scan(s): " + "; ".join(
-                                f"{r.scan}: {r.calibration_mismatch}"
-                                for r in bad_cal.head(5).itertuples(index=False)))
-    for w in warnings:
-        logger.warning("%s", w)
+    warnings, control, model = _study_warnings(ok, control, model)
     order = group_order(ok["group"].tolist(), control, model)
     params = parameters(df)
+    reps = representatives(df, order, representative)
 
     summary = group_summary(df, control, model)
     statistics = statistics_table(df, control, model=model, nonparametric=nonparametric,
@@ -323,16 +375,21 @@ def make_report(out_dir: str | Path, *, control: str | None = "sham", model: str
 
     # figures
     figure_files, main_svg, main_caption, untested_note = _write_figures(
-        df, params, statistics, families, order, control, model, alpha, figures, rep, paths)
+        df, params, statistics, families, order, control, model, alpha, figures, rep, paths,
+        reps)
 
+    legend = (None if "figure_paper_png" not in paths else
+              lambda quote: paper_legend(order, reps, main_caption, quote))
     methods = _write_methods(ok, out_dir, run, params, order, control, model, nonparametric,
-                             alpha, families, len(failed), statistics, sensitivity, rep, paths)
+                             alpha, families, len(failed), statistics, sensitivity, rep, paths,
+                             legend)
 
     content = ReportContent(
         out_dir=out_dir, results=df, summary=summary, statistics=statistics,
         model_effects=effects, order=order, control=control, model=model,
         nonparametric=nonparametric, alpha=alpha, params=params, methods=methods,
         not_tested=_not_tested(statistics, empty_parameters(df), params), main_figure=main_svg,
+        paper_figure=paths.get("figure_paper_png"),
         main_caption=main_caption, figures=figure_files,
         qc={s: qc_pictures(out_dir, s) for s in df["scan"]}, run=run, version=__version__,
         warnings=warnings, sensitivity=sensitivity,

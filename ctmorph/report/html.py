@@ -83,6 +83,7 @@ class ReportContent:
     methods: Methods
     not_tested: list[str]
     main_figure: Path | None
+    paper_figure: Path | None
     main_caption: str
     figures: dict[str, Path]
     qc: dict[str, list[Path]]
@@ -250,6 +251,15 @@ def _figures(c: ReportContent) -> str:
     if c.main_figure is None and not c.figures:
         return "<p>No figures were drawn.</p>"
     out = []
+    if c.paper_figure is not None:
+        uri = thumbnail_data_uri(c.paper_figure, max_size=1400)
+        if uri is not None:
+            out.append('<figure class="main"><img alt="paper figure" style="width:min(100%, '
+                       f'1100px)" src="{uri}"><figcaption><b>Paper figure.</b> A: each '
+                       "group's representative animal (section with the VOI, 3-D rendering of "
+                       "the VOI); B: the bars of Figure 1. Legend in methods.md. "
+                       "<code>figure_paper.png</code> (300 dpi) and <code>.svg</code>."
+                       "</figcaption></figure>")
     if c.main_figure is not None:
         out.append('<figure class="main">' + _svg_img(c.main_figure, "main figure", 1.6)
                    + f"<figcaption><b>Figure 1.</b> {_e(c.main_caption)}</figcaption></figure>")
