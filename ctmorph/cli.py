@@ -20,12 +20,14 @@ from .cli_display import RunProgress, echo_checks, echo_run, echo_sensitivity, s
 from .cli_options import (
     NON_NEGATIVE,
     POSITIVE,
+    GreyThreshold,
     InputFile,
     Number,
     checked_settings,
     config_options,
     make_config,
 )
+from .columns import MORPHOMETRY_PARAMETERS
 from .errors import CalibrationError, CtmorphError
 
 logger = logging.getLogger("ctmorph")
@@ -217,7 +219,8 @@ def analyze(ctx, scan_dirs, out, groups_csv, manifest_csv, dry_run, group, overr
 @click.option("--excel/--no-excel", default=True, show_default=True,
               help="Also write report/report.xlsx.")
 @click.option("--figures/--no-figures", default=True, show_default=True)
-@click.option("--representative", metavar="PARAM", default="BV/TV", show_default=True,
+@click.option("--representative", type=click.Choice(MORPHOMETRY_PARAMETERS), default="BV/TV",
+              show_default=True, metavar="PARAM",
               help="Parameter whose group median picks each group's animal for the "
                    "renderings (figure_renderings, figure_paper).")
 @click.pass_context
@@ -328,6 +331,36 @@ def inspect(ctx, scan_dir, voxel_size) -> None:
                 click.echo(f"  {kk}: {vv}")
         else:
             click.echo(f"{k.ljust(width)}  {v}")
+
+
+@cli.command()
+@click.argument("target", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Output .png (one view) or .gif (a turntable about the long axis).")
+@click.option("--show", type=click.Choice(["voi", "femur"]), default="voi", show_default=True,
+              help="The VOI's trabecular bone, or the distal femur cut open along its axis "
+                   "with the VOI in colour.")
+@click.option("--view", default=None, metavar="VIEW",
+              help="anterior, posterior, lateral, medial, oblique, top, bottom or "
+                   "AZIMUTH,ELEVATION in degrees [default: oblique for the VOI, anterior "
+                   "for the femur].")
+@click.option("--size", type=click.IntRange(64, 8000), default=1200, show_default=True,
+              help="Image width and height in pixels.")
+@click.option("--frames", type=click.IntRange(1, 720), default=36, show_default=True,
+              help="Frames of a turntable GIF.")
+@click.option("--threshold", type=GreyThreshold(), default="otsu", show_default=True,
+              help="Grey threshold of a scan folder (an analysed scan uses its own).")
+@click.option("--voxel-size", "voxel_size", type=POSITIVE, help="Voxel size in µm (no log).")
+@click.pass_context
+@_handle_errors
+def render(ctx, target, out, show, view, size, frames, threshold, voxel_size) -> None:
+    """Render TARGET, a scan folder or an analysed scan OUT/<scan>, as a shaded 3-D picture."""
+    from .pipeline.picture import parse_view, render_scan
+
+    cfg = make_config({"threshold": threshold, "voxel_size_um": voxel_size})
+    path = render_scan(target, out, show=show, view=parse_view(view), size_px=size,
+                       frames=frames, config=cfg)
+    click.echo(f"wrote {path}")
 
 
 def _param(ctx: click.Context, name: str) -> click.Parameter:

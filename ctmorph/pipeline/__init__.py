@@ -12,6 +12,7 @@ from .measure import (
     structure_metrics_chunked,
     thickness_histogram,
 )
+from .provenance import software_versions
 from .scan import (
     ALIGN_MIN_DEG,
     STAGES,
@@ -19,13 +20,14 @@ from .scan import (
     ScanResult,
     analyze_scan,
     measure_scan,
-    scan_histogram,
-    software_versions,
+    voi_slab,
 )
+from .stream import scan_histogram
 
 __all__ = [
     "analyze_scan",
     "measure_scan",
+    "voi_slab",
     "ScanResult",
     "QcData",
     "STAGES",

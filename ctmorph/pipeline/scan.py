@@ -7,7 +7,6 @@ writes next to it (per-scan JSON, QC pictures)."""
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,22 +37,30 @@ from ..qc import AxialQc, QcData, ReviewViews, qc_flags
 from ..segment.axis import AlignedSource, BoneAxis
 from ..segment.femur import FemurVoi, proximal_slices
 from ..segment.femur.stream import check_voi_slices
-from ..segment.threshold import grey_histogram, otsu_threshold
+from ..segment.threshold import otsu_threshold
 from ..segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 from .measure import Progress, measure_voi
-from .render import scan_renderings
+from .provenance import software_versions
+from .render import SlabView, scan_renderings
 from .store import Slab, load_slab
-from .stream import Pass1, Segmenter, chunk_slices, fit_axis, locate_voi, stream_pass
+from .stream import (
+    Pass1,
+    Segmenter,
+    chunk_slices,
+    fit_axis,
+    locate_voi,
+    scan_histogram,
+    stream_pass,
+)
 
 __all__ = [
     "analyze_scan",
     "measure_scan",
+    "voi_slab",
     "ScanResult",
     "STAGES",
     "ALIGN_MIN_DEG",
     "Progress",
-    "software_versions",
-    "scan_histogram",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,32 +86,6 @@ class ScanResult:
     details: dict[str, Any]
     qc: QcData | None
     maps: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def software_versions() -> dict[str, str]:
-    """Versions of ctmorph, Python and the numerical libraries, for provenance."""
-    import numba
-    import scipy
-    import skimage
-    import tifffile
-
-    return {
-        "ctmorph": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "scikit-image": skimage.__version__,
-        "numba": numba.__version__,
-        "tifffile": tifffile.__version__,
-    }
-
-
-def scan_histogram(scan: Scan) -> np.ndarray:
-    """Grey histogram of a whole scan, read slice by slice (no-data zeros excluded)."""
-    hist = np.zeros(scan.gmax + 1, dtype=np.int64)
-    for i in range(scan.shape[0]):
-        hist += grey_histogram(scan.read_slice(i), gmax=scan.gmax, no_data_zero=scan.no_data_zero)
-    return hist
 
 
 def analyze_scan(
@@ -271,7 +252,7 @@ def _measure_scan(
     qc = _qc(scan, frame, cfg, thr, v)
     if renders:
         step("render")
-        qc.renders = _renders(scan, frame, v)
+        qc.renders = scan_renderings(_slab_view(scan, frame, v))
     details = _details(scan, frame, cfg, thr, v, row, metrics, histograms)
     row["qc_flags"] = "; ".join([*v.flags, *qc_flags(row)])
     logger.info("%s: done in %.1f s", scan.name, time.perf_counter() - t_start)
@@ -638,15 +619,47 @@ def _qc(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold, v: _Voi
     )
 
 
-def _renders(scan: Scan, frame: _Frame, v: _Voi) -> dict[str, Any]:
-    """The VOI's and the distal femur's 3-D renderings (:mod:`.render`)."""
+def _slab_view(scan: Scan, frame: _Frame, v: _Voi) -> SlabView:
+    """What the renderings are made from (:mod:`.render`)."""
     _, ny, nx = scan.shape
     store = v.slab.store if v.slab is not None else None
-    src = store if store is not None else ArraySource(v.bone, v.voi)
-    crop = v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx))
-    return scan_renderings(src, v.a, (v.z0, v.z1), crop, (ny, nx), scan.spacing,
-                           frame.p1.preview, distal_first=v.distal_end != "last",
-                           name=scan.name)
+    return SlabView(store if store is not None else ArraySource(v.bone, v.voi), v.a,
+                    (v.z0, v.z1),
+                    v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx)),
+                    (ny, nx), scan.spacing, frame.p1.preview, v.distal_end != "last",
+                    scan.name)
+
+
+def voi_slab(path: str | Path | Scan, config: AnalysisConfig | None = None, *,
+             threshold: float | None = None) -> SlabView:
+    """The VOI slab of one scan, located as :func:`measure_scan` does but not measured, with
+    pass 1's low-resolution bone: what ``ctmorph render`` draws.
+
+    Parameters
+    ----------
+    path : str, Path or Scan
+        The scan folder or the opened scan.
+    config : AnalysisConfig, optional
+        Settings (threshold, ROI, VOI placement).
+    threshold : float, optional
+        The scan's grey threshold (e.g. the study's, from its ``morphometry.json``).
+
+    Raises
+    ------
+    CtmorphError
+        As :func:`measure_scan`, with a one-line message naming the scan.
+    """
+    cfg = config or AnalysisConfig()
+    scan = path if isinstance(path, Scan) else read_scan(path, voxel_size_um=cfg.voxel_size_um)
+    thr = _threshold(scan, cfg, threshold, None, None)
+    frame = _stream(scan, cfg, thr, [], preview=True)
+    if cfg.roi == "auto":
+        v = _auto_voi(scan, frame, cfg, thr, lambda stage: None)
+    elif cfg.roi == "mask":
+        v = _mask_voi(scan, frame, cfg, open_roi_mask(cfg.roi_mask, shape=scan.shape))
+    else:
+        v = _whole_voi(scan, frame, cfg, thr)
+    return _slab_view(scan, frame, v)
 
 
 def _details(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold, v: _Voi,

@@ -23,6 +23,7 @@ __all__ = [
     "Preview",
     "PREVIEW_VOXELS",
     "stream_pass",
+    "scan_histogram",
     "fit_axis",
     "locate_voi",
     "chunk_slices",
@@ -186,6 +187,14 @@ class Pass1:
                 int(np.argmin(np.abs(self.cols - self.cols[len(self.cols) // 2])))
         yc, xc = np.median(c[:, 0]) / sp[1], np.median(c[:, 1]) / sp[2]
         return int(np.argmin(np.abs(self.rows - yc))), int(np.argmin(np.abs(self.cols - xc)))
+
+
+def scan_histogram(scan: Scan) -> np.ndarray:
+    """Grey histogram of a whole scan, read slice by slice (no-data zeros excluded)."""
+    hist = np.zeros(scan.gmax + 1, dtype=np.int64)
+    for i in range(scan.shape[0]):
+        hist += grey_histogram(scan.read_slice(i), gmax=scan.gmax, no_data_zero=scan.no_data_zero)
+    return hist
 
 
 def stream_pass(scan: Scan | AlignedSource, seg: Segmenter, *, keep_volume: bool,
