@@ -24,6 +24,7 @@ from ctmorph.pipeline.render import VOI_PIXEL_MM, pool_mask
 from ctmorph.pipeline.stream import Preview
 from ctmorph.qc.figure_pictures import OUTLINE_RGB, section_picture
 from ctmorph.report.renderings import representatives
+from ctmorph.textsafe import markdown_text
 
 SPECS = [("sham_a", "sham", 1, True), ("sham_b", "sham", 2, False),
          ("OVX_a", "OVX", 3, True), ("OVX_b", "OVX", 4, False)]
@@ -106,7 +107,7 @@ def test_report_draws_the_paper_figure_with_every_group(analysed):
     df = pd.read_csv(out / "morphometry.csv")
     want = representatives(df, ["sham", "OVX"], "BV/TV")
     for g, r in want.items():
-        assert f"{g}: {r.scan}, BV/TV" in legend
+        assert f"{g}: {markdown_text(r.scan)}, BV/TV" in legend  # names escaped for Markdown
     assert "paper figure" in (rep / "report.html").read_text()
     first = (rep / "figure_paper.png").read_bytes()
     assert _run(["report", out, "--model", "OVX"]).exit_code == 0
