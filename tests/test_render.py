@@ -9,12 +9,15 @@ import numba
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
-from ctmorph._kernels.raster import bin_triangles, interpolate, rasterize
+from ctmorph._kernels.raster import bin_triangles, rasterize, resolve
+from ctmorph._kernels.sample import sample_trilinear
 from ctmorph.errors import ConfigError
 from ctmorph.phantoms import ball, random_trabecular
 from ctmorph.render import CutPlane, bone_mesh, render_bone, render_surface, save_png, turntable
 from ctmorph.render.scalebar import ROUND_LENGTHS_MM, bar_label
+from ctmorph.render.shade import shading_params
 
 # --------------------------------------------------------------------------- kernel oracles
 
@@ -62,6 +65,34 @@ def slow_interpolate(verts, faces, attrs, owner):
     return out
 
 
+def slow_shade(v, light, p):
+    """The shading formula of ``shading_params`` on (..., 5) attributes, in numpy."""
+    n = v[..., :3]
+    norm = np.linalg.norm(n, axis=-1)
+    lambert = np.maximum(np.einsum("...k,k->...", n, light) / np.where(norm > 0, norm, 1), 0)
+    intensity = (p[0] + p[1] * lambert) * (1 - p[2] * (1 - np.clip(v[..., 3], 0, 1)))
+    h = np.clip(v[..., 4], 0, 1)[..., None]
+    faded = p[7:10] * intensity[..., None]
+    faded = faded + p[3] * (1 - faded)
+    return np.clip(h * p[4:7] * intensity[..., None] + (1 - h) * faded, 0, 1)
+
+
+def slow_resolve(verts, faces, attrs, owner, factor, light, params, transparent):
+    rgb = slow_shade(slow_interpolate(verts, faces, attrs, owner), light, params)
+    cov = owner >= 0
+    h, w = owner.shape[0] // factor, owner.shape[1] // factor
+    rgb = np.where(cov[..., None], rgb, 0.0).reshape(h, factor, w, factor, 3).sum(axis=(1, 3))
+    count = cov.reshape(h, factor, w, factor).sum(axis=(1, 3))[..., None]
+    out = np.empty((h, w, 4))
+    if transparent:
+        out[..., :3] = np.where(count > 0, rgb / np.maximum(count, 1), 1.0)
+        out[..., 3] = count[..., 0] / factor**2
+    else:
+        out[..., :3] = (rgb + factor**2 - count) / factor**2
+        out[..., 3] = 1.0
+    return out
+
+
 def _random_triangles(seed, n_tri=25, height=23, width=31):
     rng = np.random.default_rng(seed)
     n_v = 2 * n_tri
@@ -96,14 +127,35 @@ def test_rasterize_equals_slow_reference(seed, band, cull):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_interpolate_equals_slow_reference(seed):
-    verts, faces, h, w = _random_triangles(seed)
+@pytest.mark.parametrize("factor", [1, 2, 3])
+@pytest.mark.parametrize("transparent", [False, True])
+def test_resolve_equals_slow_reference(seed, factor, transparent):
+    verts, faces, _, _ = _random_triangles(seed, height=24, width=30)
+    h, w = 24, 30
     _, owner = _kernel_raster(verts, faces, h, w, 4, 0)
-    attrs = np.random.default_rng(seed).standard_normal((len(verts), 5))
-    out = np.zeros((h, w, 5))
-    interpolate(verts, faces, attrs, owner, out)
-    np.testing.assert_allclose(out, slow_interpolate(verts, faces, attrs, owner),
-                               rtol=1e-12, atol=1e-12)
+    rng = np.random.default_rng(seed)
+    attrs = np.column_stack([rng.standard_normal((len(verts), 3)),
+                             rng.uniform(-0.2, 1.2, (len(verts), 2))])
+    light = np.array([0.6, -0.48, 0.64])
+    out = np.empty((h // factor, w // factor, 4))
+    resolve(verts, faces, attrs, owner, factor, light, shading_params(), transparent, out)
+    ref = slow_resolve(verts, faces, attrs, owner, factor, light, shading_params(),
+                       transparent)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_trilinear_sampling_equals_map_coordinates(dtype):
+    rng = np.random.default_rng(5)
+    volume = rng.standard_normal((7, 9, 6)).astype(dtype)
+    # inside, on voxel centres, and up to two voxels outside
+    points = np.vstack([rng.uniform(-2, 10, (400, 3)), rng.integers(0, 6, (20, 3))])
+    out = np.empty(len(points))
+    sample_trilinear(volume, points.astype(np.float64), out)
+    ref = ndimage.map_coordinates(volume.astype(np.float64), points.T, order=1,
+                                  mode="grid-constant", cval=0.0)
+    np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-12)
 
 
 def test_bins_hold_each_triangle_once_per_band_in_index_order():
