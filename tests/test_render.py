@@ -16,6 +16,7 @@ from ctmorph._kernels.sample import sample_trilinear
 from ctmorph.errors import ConfigError
 from ctmorph.phantoms import ball, random_trabecular
 from ctmorph.render import CutPlane, bone_mesh, render_bone, render_surface, save_png, turntable
+from ctmorph.render.camera import camera_axes, fit_camera, project, view_angles
 from ctmorph.render.scalebar import ROUND_LENGTHS_MM, bar_label
 from ctmorph.render.shade import shading_params
 
@@ -156,6 +157,18 @@ def test_trilinear_sampling_equals_map_coordinates(dtype):
                                   mode="grid-constant", cval=0.0)
     np.testing.assert_allclose(out, ref, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_back_face_culling_changes_nothing_on_a_closed_bone_mesh():
+    # the wrapper culls (cull = 1) for speed; on a closed marching-cubes surface the nearest
+    # triangle at every pixel is a front face, so the picture must be the same without it
+    mesh = bone_mesh(random_trabecular((40, 36, 32), bv_tv=0.3, scale=2.0, seed=4), 0.01)
+    for view in ("oblique", "lateral", (200.0, -30.0)):
+        cam = fit_camera(mesh.vertices, camera_axes(*view_angles(view)), width_px=240)
+        verts = project(cam, mesh.vertices)
+        owners = [_kernel_raster(verts, mesh.faces, cam.height_px, cam.width_px, 16, cull)[1]
+                  for cull in (0, 1)]
+        np.testing.assert_array_equal(owners[0], owners[1])
 
 
 def test_bins_hold_each_triangle_once_per_band_in_index_order():
