@@ -25,7 +25,7 @@ from .mesh import BoneMesh, CutPlane, bone_mesh
 from .scalebar import choose_bar_mm, draw_scale_bar
 from .shade import light_direction, shading_params
 
-__all__ = ["Rendering", "render_bone", "render_surface", "rasterize_mesh"]
+__all__ = ["Rendering", "render_bone", "render_surface", "draw_mesh"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Rendering:
     scale_bar_mm: float | None
 
 
-def rasterize_mesh(mesh: BoneMesh, camera: Camera, *, supersample: int = 1,
+def draw_mesh(mesh: BoneMesh, camera: Camera, *, supersample: int = 1,
                    background: Literal["white", "transparent"] = "white") -> np.ndarray:
     """Shaded image of the mesh, anti-aliased by supersampling (no scale bar).
 
@@ -120,7 +120,7 @@ def render_surface(
         axes = camera_axes(*view_angles(view), flip=flip)
         camera = fit_camera(mesh.vertices, axes, width_px=width_px, height_px=height_px,
                             pixel_mm=pixel_mm)
-    rgba = rasterize_mesh(mesh, camera, supersample=supersample, background=background)
+    rgba = draw_mesh(mesh, camera, supersample=supersample, background=background)
     bar = None
     if scale_bar_mm is not None:
         bar = (choose_bar_mm(camera.width_px, camera.pixel_mm) if scale_bar_mm == "auto"
