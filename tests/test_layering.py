@@ -28,6 +28,9 @@ FORBIDDEN = {
     "review": ("_kernels", "segment", "morphometry", "pipeline", "batch", "cli"),
     # what a run writes: below the batch that decides what to write
     "outputs": ("batch", "cli", "report"),
+    # figures of a segmented volume: arrays in, pictures out; kernels, atomic files, errors and
+    # spacing only
+    "render": ("io", "segment", "morphometry", "pipeline", "batch", "cli", "report", "qc"),
     # text made safe for CSV and Markdown: the standard library only, every layer may use it
     "textsafe": ("_kernels", "io", "segment", "morphometry", "pipeline", "batch", "cli",
                  "report", "qc", "outputs", "workers", "config", "calibration"),

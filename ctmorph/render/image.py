@@ -18,14 +18,14 @@ from typing import Literal
 
 import numpy as np
 
-from .._kernels.raster import bin_triangles, interpolate, rasterize
+from .._kernels.raster import bin_triangles, rasterize, resolve
 from ..errors import ConfigError
 from .camera import Camera, camera_axes, fit_camera, project, view_angles
 from .mesh import BoneMesh, CutPlane, bone_mesh
 from .scalebar import choose_bar_mm, draw_scale_bar
-from .shade import compose, light_direction, shade
+from .shade import light_direction, shading_params
 
-__all__ = ["Rendering", "render_bone", "render_surface", "rasterize_mesh"]
+__all__ = ["Rendering", "render_bone", "render_surface", "draw_mesh"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,47 +56,44 @@ class Rendering:
     scale_bar_mm: float | None
 
 
-def rasterize_mesh(mesh: BoneMesh, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Visible surface per pixel: which pixels show the mesh, and its attributes there.
+def draw_mesh(mesh: BoneMesh, camera: Camera, *, supersample: int = 1,
+                   background: Literal["white", "transparent"] = "white") -> np.ndarray:
+    """Shaded image of the mesh, anti-aliased by supersampling (no scale bar).
 
     Parameters
     ----------
     mesh : BoneMesh
     camera : Camera
+        At the output resolution.
+    supersample : int
+        Fine pixels per output pixel along each axis.
+    background : {'white', 'transparent'}
 
     Returns
     -------
-    covered : (H, W) ndarray of bool
-        Pixels whose centre the mesh covers.
-    attrs : (H, W, 5) ndarray of float32
-        Interpolated normal ``(z, y, x)``, ambient occlusion and highlight flag of the nearest
-        triangle (zeros where not covered).
+    (H, W, 4) ndarray of uint8
+        RGBA; alpha is the covered fraction of the pixel on a transparent background.
     """
-    verts = project(camera, mesh.vertices)
+    if background not in ("white", "transparent"):
+        raise ConfigError(f"background must be 'white' or 'transparent', got {background!r}")
+    fine = dataclasses.replace(camera, pixel_mm=camera.pixel_mm / supersample,
+                               width_px=camera.width_px * supersample,
+                               height_px=camera.height_px * supersample)
+    verts = project(fine, mesh.vertices)
     faces = np.ascontiguousarray(mesh.faces, dtype=np.int64)
-    height, width = camera.height_px, camera.width_px
+    height, width = fine.height_px, fine.width_px
     start, index = bin_triangles(verts, faces, height, BAND_ROWS)
     depth = np.full((height, width), np.inf)
     owner = np.full((height, width), -1, dtype=np.int64)
     # cull = 1: a bone mesh is closed and wound so that its front faces have negative area
     rasterize(verts, faces, start, index, BAND_ROWS, 1, depth, owner)
-    attrs = np.column_stack([mesh.normals, mesh.ao, mesh.highlight]).astype(np.float64)
-    out = np.zeros((height, width, attrs.shape[1]), dtype=np.float32)
-    interpolate(verts, faces, attrs, owner, out)
-    return owner >= 0, out
-
-
-def _downsample(rgba: np.ndarray, factor: int) -> np.ndarray:
-    """Box-filter an RGBA float image by ``factor`` (colours averaged premultiplied)."""
-    if factor == 1:
-        return rgba
-    h, w = rgba.shape[0] // factor, rgba.shape[1] // factor
-    pre = rgba[: h * factor, : w * factor].copy()
-    pre[..., :3] *= pre[..., 3:4]
-    pre = pre.reshape(h, factor, w, factor, 4).sum(axis=(1, 3)) / np.float32(factor * factor)
-    alpha = pre[..., 3:4]
-    pre[..., :3] = np.where(alpha > 0, pre[..., :3] / np.where(alpha > 0, alpha, 1.0), 1.0)
-    return pre
+    attrs = np.ascontiguousarray(np.column_stack([mesh.normals, mesh.ao, mesh.highlight]),
+                                 dtype=np.float64)
+    light = light_direction(camera.right, camera.up, camera.toward)
+    out = np.empty((camera.height_px, camera.width_px, 4))
+    resolve(verts, faces, attrs, owner, supersample, light, shading_params(),
+            background == "transparent", out)
+    return np.rint(out * 255.0).astype(np.uint8)
 
 
 def render_surface(
@@ -123,14 +120,7 @@ def render_surface(
         axes = camera_axes(*view_angles(view), flip=flip)
         camera = fit_camera(mesh.vertices, axes, width_px=width_px, height_px=height_px,
                             pixel_mm=pixel_mm)
-    fine = dataclasses.replace(camera, pixel_mm=camera.pixel_mm / supersample,
-                               width_px=camera.width_px * supersample,
-                               height_px=camera.height_px * supersample)
-    covered, attrs = rasterize_mesh(mesh, fine)
-    light = light_direction(camera.right, camera.up, camera.toward)
-    seen = attrs[covered]
-    rgba_f = compose(shade(seen[:, :3], seen[:, 3], seen[:, 4], light), covered, background)
-    rgba = np.rint(_downsample(rgba_f, supersample) * 255.0).astype(np.uint8)
+    rgba = draw_mesh(mesh, camera, supersample=supersample, background=background)
     bar = None
     if scale_bar_mm is not None:
         bar = (choose_bar_mm(camera.width_px, camera.pixel_mm) if scale_bar_mm == "auto"

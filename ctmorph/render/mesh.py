@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes
 
+from .._kernels.sample import sample_trilinear
 from ..errors import ConfigError
 from ..spacing import normalize_spacing
 
@@ -102,7 +103,10 @@ def _smoothed(indicator: np.ndarray, sigma: float, spacing: tuple[float, ...], p
 
 def _sample(volume: np.ndarray, points_vox: np.ndarray) -> np.ndarray:
     """Trilinear samples of ``volume`` at ``(N, 3)`` voxel coordinates (0 outside)."""
-    return ndimage.map_coordinates(volume, points_vox.T, order=1, mode="constant", cval=0.0)
+    out = np.empty(len(points_vox))
+    sample_trilinear(np.ascontiguousarray(volume),
+                     np.ascontiguousarray(points_vox, dtype=np.float64), out)
+    return out
 
 
 def _normals(field: np.ndarray, verts_vox: np.ndarray, spacing: np.ndarray) -> np.ndarray:
