@@ -13,12 +13,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from ctmorph.cli import cli
 from ctmorph.io.writer import write_nrecon_folder
 from ctmorph.phantoms import grey_from_mask, plates, rod_lattice
 from ctmorph.phantoms.femur import make_femur
+from ctmorph.pipeline.render import VOI_PIXEL_MM
+from ctmorph.qc.figure_pictures import OUTLINE_RGB
+from ctmorph.report.renderings import representatives
+from ctmorph.textsafe import markdown_text
 
+SCANS = ("sham_a", "sham_b", "OVX_a", "OVX_b")
 CONTRACT = ["scan", "group", "status", "error", "voxel_um", "threshold", "ref_slice",
             "voi_first_slice", "voi_last_slice", "TV", "BV", "BV/TV", "BS/BV", "Tb.Th",
             "Tb.Th.SD", "Tb.Sp", "Tb.Sp.SD", "Tb.N"]
@@ -44,7 +50,7 @@ def study(tmp_path_factory):
 
 
 def _run(args):
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result
 
 
@@ -256,3 +262,113 @@ def test_cortical_voi_matches_the_generator(study, tmp_path):
     res = _run(["analyze", str(root / "scans" / "sham_a"), "--group", "sham",
                 "--cortical-offset-mm", "9", "--no-qc", "-o", str(tmp_path / "o2")])
     assert res.exit_code == 1 and "ends before the cortical VOI" in res.output
+
+
+# ---------------------------------------------------------------------------------------------
+# per scan
+
+
+def test_each_scan_has_its_section_and_renderings(analysed):
+    _, _, out, _ = analysed
+    for name in SCANS:
+        qc = out / name / "qc"
+        info = json.loads((qc / "figure.json").read_text())
+        assert set(info) == {"section_voi.png", "render_voi.png", "render_femur.png"}
+        voxel = 0.009  # make_femur's default voxel size (mm)
+        assert info["section_voi.png"]["pixel_mm"] == pytest.approx([voxel, voxel])
+        assert info["render_voi.png"]["pixel_mm"] == [VOI_PIXEL_MM, VOI_PIXEL_MM]
+        for png in info:
+            with Image.open(qc / png) as im:
+                assert im.size[0] > 100, png
+        listed = json.loads((out / name / "morphometry.json").read_text())["outputs"]
+        assert {f"qc/{p}" for p in [*info, "figure.json"]} <= set(listed)
+
+
+def test_section_has_the_voi_outlined_above_the_growth_plate(analysed):
+    """Distal end at the bottom whichever end the stack starts with: the VOI (proximal of the
+    plate) is outlined in the upper half of the picture."""
+    _, _, out, _ = analysed
+    for name in SCANS:
+        rgb = np.asarray(Image.open(out / name / "qc" / "section_voi.png").convert("RGB"))
+        rows = np.flatnonzero((rgb == OUTLINE_RGB).all(axis=2).any(axis=1))
+        assert rows.size > 10, name
+        assert rows.mean() < 0.55 * rgb.shape[0], name
+
+
+def test_renderings_show_bone_on_white(analysed):
+    _, _, out, _ = analysed
+    with Image.open(out / "sham_a" / "qc" / "render_voi.png") as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    white = (rgb >= 250).all(axis=2)
+    assert 0.02 < 1 - white.mean() < 0.8  # some bone, mostly background
+    assert white[0].all() and white[:, 0].all()  # the bone is framed, not cut by the border
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+def test_report_draws_the_paper_figure_with_every_group(analysed):
+    _, _, out, _ = analysed
+    res = _run(["report", out, "--model", "OVX"])
+    assert res.exit_code == 0, res.output
+    rep = out / "report"
+    for stem in ("figure_renderings", "figure_paper"):
+        assert (rep / f"{stem}.png").is_file() and (rep / f"{stem}.svg").is_file()
+    with Image.open(rep / "figure_paper.png") as im:
+        assert im.info["dpi"][0] == pytest.approx(300, abs=1)
+        assert im.size[0] == pytest.approx(7.0 * 300, abs=30)  # a two-column page width
+    methods = (rep / "methods.md").read_text()
+    legend = methods[methods.index("**Figure legend.**"):]
+    df = pd.read_csv(out / "morphometry.csv")
+    want = representatives(df, ["sham", "OVX"], "BV/TV")
+    for g, r in want.items():
+        assert f"{g}: {markdown_text(r.scan)}, BV/TV" in legend  # names escaped for Markdown
+    assert "paper figure" in (rep / "report.html").read_text()
+    first = (rep / "figure_paper.png").read_bytes()
+    assert _run(["report", out, "--model", "OVX"]).exit_code == 0
+    assert (rep / "figure_paper.png").read_bytes() == first  # same input, same bytes
+
+
+def test_representative_option(analysed):
+    _, _, out, _ = analysed
+    res = _run(["report", out, "--representative", "Tb.Th", "--no-excel"])
+    assert res.exit_code == 0, res.output
+    assert "whose Tb.Th is closest" in (out / "report" / "methods.md").read_text()
+    bad = _run(["report", out, "--representative", "Tb.Thick"])
+    assert bad.exit_code == 2
+    assert "--representative" in bad.output and "Tb.Thick" in bad.output
+
+
+# ---------------------------------------------------------------------------------------------
+# ctmorph render
+
+
+def test_render_command_png_and_gif(analysed, tmp_path):
+    _, _, out, _ = analysed
+    png = tmp_path / "voi.png"
+    res = _run([str(a) for a in ["render", out / "OVX_b", "-o", png, "--size", 300,
+                                 "--view", "30,10"]])
+    assert res.exit_code == 0, res.output
+    with Image.open(png) as im:
+        assert im.size == (300, 300)
+    again = tmp_path / "again.png"
+    assert _run(["render", out / "OVX_b", "-o", again, "--size", 300,
+                 "--view", "30,10"]).exit_code == 0
+    assert again.read_bytes() == png.read_bytes()
+    gif = tmp_path / "turn.gif"
+    res = _run(["render", out / "sham_a", "-o", gif, "--show", "femur", "--size", 160,
+                "--frames", 4])
+    assert res.exit_code == 0, res.output
+    with Image.open(gif) as im:
+        assert im.n_frames == 4
+
+
+def test_render_command_refuses_a_bad_output(analysed, tmp_path):
+    _, _, out, _ = analysed
+    res = _run(["render", out / "sham_a", "-o", tmp_path / "x.jpg"])
+    assert res.exit_code == 1
+    assert "x.jpg" in res.output and ".png or .gif" in res.output
+    assert not (tmp_path / "x.jpg").exists()
+
+

@@ -3,7 +3,7 @@
 - ``voi``: the trabecular bone of the VOI alone (bone outside the VOI cut away), oblique view,
   at :data:`VOI_PIXEL_MM` so that every scan of a study shares one scale;
 - ``femur``: the distal femur from the pass-1 preview (the bone block-averaged to at most
-  12 M voxels, :class:`~ctmorph.pipeline.stream.Preview`), from the distal end to a little
+  4 M voxels, :class:`~ctmorph.pipeline.stream.Preview`), from the distal end to a little
   beyond the VOI, cut open along the bone axis (the half towards the viewer removed), the
   VOI's bone in colour and the rest faded, anterior view, at :data:`FEMUR_PIXEL_MM`.
 
@@ -14,6 +14,7 @@ large for the canvas at the study scale is fitted to it instead (its scale bar s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ from ..errors import CtmorphError
 from ..morphometry.zsource import read_phase
 from ..qc import RenderedView
 from ..render import CutPlane, render_bone
+from ..render.scalebar import choose_bar_mm, draw_scale_bar
 from .stream import Preview
 
 __all__ = ["VOI_PIXEL_MM", "FEMUR_PIXEL_MM", "RENDER_PX", "RENDER_SLAB_VOXELS", "SlabView",
            "RenderMasks", "voi_masks", "femur_masks", "render_masks", "scan_renderings",
-           "pool_mask"]
+           "pool_mask", "content_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,24 +167,37 @@ def femur_masks(slab: SlabView) -> RenderMasks | None:
                        "outside it faded")
 
 
+def content_box(rgba: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(row0, row1, col0, col1)`` (exclusive ends) of the pixels that are not white
+    background; None for an empty picture."""
+    drawn = (rgba[..., :3] < 252).any(axis=2) & (rgba[..., 3] > 0)
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def render_masks(m: RenderMasks, *, view: str | tuple[float, float] | None = None,
                  width_px: int = RENDER_PX, flip: bool = False,
                  pixel_mm: float | None = None) -> RenderedView:
     """Render ``m`` on a square canvas of ``width_px`` at its study pixel size (or
-    ``pixel_mm``), fitted instead when the bone does not fit; a 1 mm scale bar."""
+    ``pixel_mm``), fitted instead when the bone does not fit; a 1 mm scale bar (a round
+    length when fitted). The view records where the bone is (``box``, before the bar)."""
     view = m.view if view is None else view
     pmm = m.pixel_mm * RENDER_PX / width_px if pixel_mm is None else pixel_mm
     extent = math.dist((0, 0, 0), [n * s for n, s in zip(m.mask.shape, m.spacing, strict=True)])
-    bar: float | str = 1.0
     if extent > 0.92 * width_px * pmm:
         logger.info("bone of %.1f mm does not fit the %.1f mm canvas: rendered to fit",
                     extent, width_px * pmm)
-        pmm, bar = None, "auto"
+        pmm = None
     r = render_bone(m.mask, m.spacing, view=view, width_px=width_px, height_px=width_px,
-                    pixel_mm=pmm, scale_bar_mm=bar, flip=flip, highlight=m.highlight,
-                    cut=m.cut)
+                    pixel_mm=pmm, flip=flip, highlight=m.highlight, cut=m.cut)
+    box = content_box(r.rgba)
+    bar = 1.0 if pmm is not None else choose_bar_mm(width_px, r.pixel_mm)
+    r = dataclasses.replace(r, rgba=draw_scale_bar(r.rgba.copy(), r.pixel_mm, bar),
+                            scale_bar_mm=bar)
     return RenderedView(r, view if isinstance(view, str) else f"{view[0]:g},{view[1]:g}",
-                        m.what)
+                        m.what, box)
 
 
 def scan_renderings(slab: SlabView) -> dict[str, RenderedView]:

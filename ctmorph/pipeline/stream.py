@@ -129,7 +129,7 @@ def section_positions(n: int) -> np.ndarray:
 
 
 #: Voxels of the low-resolution bone kept by pass 1 for the renderings (at most).
-PREVIEW_VOXELS = 12_000_000
+PREVIEW_VOXELS = 4_000_000
 
 
 @dataclass

@@ -9,7 +9,9 @@
   (:mod:`ctmorph.render`): the trabecular bone of the VOI, and the distal femur cut open
   along its axis;
 - ``figure.json``: for each of those pictures its pixel size in mm (``[vertical,
-  horizontal]``) and how it was made, so the report lays several scans out at one scale.
+  horizontal]``), how it was made and, for a rendering, the rows and columns that hold the
+  bone (``content_box_px``, exclusive ends), so the report lays several scans out at one
+  scale.
 
 The report's Figure 7A (:mod:`ctmorph.report.renderings`) reads only these files.
 """
@@ -47,6 +49,7 @@ class RenderedView:
     rendering: Any
     view: str
     what: str
+    box: tuple[int, int, int, int] | None = None  # rows and columns holding the bone
 
 
 def section_picture(grey: np.ndarray, bone: np.ndarray, voi: np.ndarray,
@@ -129,7 +132,9 @@ def write_figure_pictures(qc: Any, folder: Path) -> list[Path]:
         save_png(rv.rendering, folder / file)
         written.append(folder / file)
         p = float(rv.rendering.pixel_mm)
-        info[file] = {"pixel_mm": [p, p], "view": rv.view, "what": rv.what}
+        info[file] = {"pixel_mm": [p, p], "view": rv.view, "what": rv.what,
+                      "content_box_px": None if rv.box is None else list(rv.box),
+                      "scale_bar_mm": rv.rendering.scale_bar_mm}
     path = folder / FIGURE_JSON
     atomic_write_text(path, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return [*written, path]

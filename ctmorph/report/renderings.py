@@ -113,7 +113,8 @@ def legend_line(r: Representative) -> str:
 
 
 def _picture(out_dir: Path, scan: str, name: str) -> tuple[np.ndarray, tuple[float, float]] | None:
-    """A scan's QC picture as an array and its pixel size ``(vertical, horizontal)`` in mm."""
+    """A scan's QC picture as an array and its pixel size ``(vertical, horizontal)`` in mm; a
+    rendering is cropped to its bone (``content_box_px``) plus 4 % of its size each side."""
     from PIL import Image
 
     files = {p.name: p for p in qc_pictures(out_dir, scan)}
@@ -121,19 +122,25 @@ def _picture(out_dir: Path, scan: str, name: str) -> tuple[np.ndarray, tuple[flo
     if path is None:
         return None
     try:
-        info = json.loads((path.parent / FIGURE_JSON).read_text(encoding="utf-8"))
-        py, px = (float(v) for v in info[name]["pixel_mm"])
+        entry = json.loads((path.parent / FIGURE_JSON).read_text(encoding="utf-8"))[name]
+        py, px = (float(v) for v in entry["pixel_mm"])
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGBA"))
+        box = entry.get("content_box_px")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("%s: left out of the renderings figure (%s)", path, exc)
         return None
     if not (py > 0 and px > 0):
         return None
+    if box:
+        r0, r1, c0, c1 = (int(v) for v in box)
+        m = int(0.04 * max(r1 - r0, c1 - c0)) + 2
+        arr = arr[max(0, r0 - m):r1 + m, max(0, c0 - m):c1 + m]
     return arr, (py, px)
 
 
-def _show(ax, picture, size: tuple[float, float], bar_mm: float | None) -> None:
+def _show(ax, picture, size: tuple[float, float], bar_mm: float | None,
+          bar_color: str = "white") -> None:
     """The picture with its true size in mm, centred in a frame of ``size`` (height, width)
     mm shared by the row; a scale bar of ``bar_mm`` at the lower left."""
     ax.set_axis_off()
@@ -149,8 +156,8 @@ def _show(ax, picture, size: tuple[float, float], bar_mm: float | None) -> None:
     ax.imshow(arr, extent=(-pw / 2, pw / 2, -ph / 2, ph / 2), interpolation="antialiased")
     if bar_mm:
         x0, y0 = -w / 2 + 0.04 * w, -h / 2 + 0.03 * h
-        ax.plot([x0, x0 + bar_mm], [y0, y0], color="white", lw=2.0, solid_capstyle="butt")
-        ax.text(x0 + bar_mm / 2, y0 + 0.015 * h, f"{bar_mm:g} mm", color="white",
+        ax.plot([x0, x0 + bar_mm], [y0, y0], color=bar_color, lw=2.0, solid_capstyle="butt")
+        ax.text(x0 + bar_mm / 2, y0 + 0.015 * h, f"{bar_mm:g} mm", color=bar_color,
                 ha="center", va="bottom", fontsize=5.5)
 
 
@@ -170,8 +177,8 @@ def draw_renderings(fig_or_subfig, out_dir: Path, order: Sequence[str],
                                   gridspec_kw={"height_ratios": [s[0] / s[1] for s in sizes]})
     for j, g in enumerate(order):
         for i, name in enumerate(rows):
-            _show(axes[i, j], pics[(g, name)], sizes[i],
-                  SECTION_BAR_MM if name == SECTION_PICTURE else None)
+            _show(axes[i, j], pics[(g, name)], sizes[i], SECTION_BAR_MM,
+                  "white" if name == SECTION_PICTURE else "black")
         axes[0, j].set_title(_safe(g), fontsize=8, fontweight="bold")
         text = legend_line(reps[g]) if g in reps else "no animal with a value"
         axes[1, j].text(0.5, -0.02, "\n".join(textwrap.wrap(_safe(text), 30)),
