@@ -108,9 +108,13 @@ def rendered(tmp_path_factory):
 def test_pictures_written_and_not_blank(rendered):
     folder, paths = rendered
     names = sorted(p.name for p in paths)
-    assert names == ["axial.png", "histogram.png", "longitudinal.png", "tile.png"]
+    # the four QC pictures, and the figure's section with its record (no renderings here)
+    assert names == ["axial.png", "figure.json", "histogram.png", "longitudinal.png",
+                     "section_voi.png", "tile.png"]
     for p in paths:
         assert p.parent == folder
+        if p.suffix == ".json":
+            continue
         assert p.read_bytes()[:8] == PNG_MAGIC
         rgb = _rgb(p)
         assert rgb.shape[0] > 50 and rgb.shape[1] > 50

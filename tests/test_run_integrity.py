@@ -61,8 +61,9 @@ def test_a_scan_interrupted_before_its_qc_pictures_is_not_finished(scans, tmp_pa
     for n in ("s0", "s1", "s2"):
         info = json.loads((out / n / "morphometry.json").read_text())
         assert info["qc"] is True
-        assert info["outputs"] == ["qc/axial.png", "qc/histogram.png", "qc/longitudinal.png",
-                                   "qc/tile.png"]
+        assert info["outputs"] == ["qc/axial.png", "qc/figure.json", "qc/histogram.png",
+                                   "qc/longitudinal.png", "qc/render_voi.png",
+                                   "qc/section_voi.png", "qc/tile.png"]
     # the marker is newer than everything the scan wrote
     marker = (out / "s0" / "morphometry.json").stat().st_mtime_ns
     assert all((out / "s0" / p).stat().st_mtime_ns <= marker for p in info["outputs"])
