@@ -372,3 +372,15 @@ def test_render_command_refuses_a_bad_output(analysed, tmp_path):
     assert not (tmp_path / "x.jpg").exists()
 
 
+
+
+def test_render_a_scan_folder_at_the_study_threshold(analysed, tmp_path):
+    """A scan folder renders like its analysed scan when given the same grey threshold."""
+    root, _, out, _ = analysed
+    thr = pd.read_csv(out / "morphometry.csv").threshold[0]
+    a, b = tmp_path / "folder.png", tmp_path / "analysed.png"
+    res = _run(["render", root / "scans" / "OVX_a", "-o", a, "--size", 240,
+                "--threshold", thr])
+    assert res.exit_code == 0, res.output
+    assert _run(["render", out / "OVX_a", "-o", b, "--size", 240]).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
