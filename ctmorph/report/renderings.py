@@ -157,7 +157,7 @@ def _show(ax, picture, size: tuple[float, float], bar_mm: float | None,
     if bar_mm:
         x0, y0 = -w / 2 + 0.04 * w, -h / 2 + 0.03 * h
         ax.plot([x0, x0 + bar_mm], [y0, y0], color=bar_color, lw=2.0, solid_capstyle="butt")
-        ax.text(x0 + bar_mm / 2, y0 + 0.015 * h, f"{bar_mm:g} mm", color=bar_color,
+        ax.text(x0 + bar_mm / 2, y0 + 0.03 * h, f"{bar_mm:g} mm", color=bar_color,
                 ha="center", va="bottom", fontsize=5.5)
 
 
@@ -237,6 +237,9 @@ def paper_figure(out_dir: Path, order: Sequence[str], reps: Mapping[str, Represe
     axes = bottom.subplots(1, max(len(panels), 1), squeeze=False)[0]
     for ax, (parameter, samples, marks, note) in zip(axes, panels, strict=False):
         plot_parameter(ax, parameter, samples, order, colors, marks, note)
+        if len(panels) > 3:  # narrow panels: slanted group names never overlap
+            for label in ax.get_xticklabels():
+                label.set(rotation=35, ha="right", rotation_mode="anchor")
     for ax in axes[len(panels):]:
         ax.set_axis_off()
     bottom.text(0.0, 1.0, "B", fontsize=12, fontweight="bold", va="top", ha="left")
