@@ -9,7 +9,7 @@ BSTAMP := $(VENV)/.installed-bench
 SAMPLES := sample_scans
 OUT    ?= results/demo
 
-.PHONY: demo test lint bench samples clean venv analyze report validation browser realistic
+.PHONY: demo test lint bench bench-study samples clean venv analyze report validation browser realistic
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ $(BSTAMP): benchmarks/requirements.txt | $(STAMP)
 # BENCH_ARGS='--sizes 48 64' for a quick smoke run.
 bench: $(STAMP) $(BSTAMP)
 	$(BIN)/python benchmarks/bench_peers.py --write docs/performance.md $(BENCH_ARGS)
+
+# Where a femur's time goes: stages and measures against the floor of the same run, and the
+# sample study (about 10 min on 2 cores); writes docs/performance.md.
+bench-study: $(STAMP) $(BSTAMP)
+	$(BIN)/ctmorph samples $(SAMPLES) --if-missing
+	$(BIN)/python benchmarks/bench_study.py --study --write docs/performance.md
 
 # Regenerate docs/validation.md (every metric on analytic phantoms, about 10 s)
 validation: $(STAMP)

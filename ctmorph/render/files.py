@@ -51,7 +51,7 @@ def save_png(image: Rendering | np.ndarray, path: str | os.PathLike) -> Path:
     target = Path(path)
     with atomic_path(target) as tmp:
         Image.fromarray(rgba).save(tmp, format="PNG", compress_level=6)
-    logger.info("wrote %s", target)
+    logger.debug("wrote %s", target)
     return target
 
 
