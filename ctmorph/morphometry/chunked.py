@@ -32,15 +32,11 @@ are exact integers and the result is bitwise identical to the whole-volume map; 
 (floating-point path) the margins of the checks cover float32 rounding and the result agrees to
 float32 rounding (in practice bitwise too).
 
-Memory: :func:`write_local_thickness` and :func:`thickness_stats_chunked` take two passes over
-the chunks. The first writes the exact squared distances (each block ``c + 2·M`` slices) to an
-unnamed temporary file; the second reads each chunk's ``c + 2·K`` slices of distances back a few
-slices at a time, keeps only the ridge balls (12 bytes per kept centre) and paints the chunk (4
-bytes per output voxel). A block therefore costs about 5 bytes per voxel of ``c + 2·max(K, M)``
-slices instead of ``c + 2·(K + M)``, and the temporary file 4 bytes per voxel of the slices the
-chunks need. :func:`local_thickness_chunked` (Dask tasks, no shared file) reads blocks of
-``c + 2·H`` slices. ``H ≈ 2·R/dz``: choose chunks of at least a few ``R/dz`` slices so the halo
-overhead stays small.
+Memory: two passes over the chunks. The first writes the exact squared distances (blocks of
+``c + 2·M`` slices) to an unnamed temporary file; the second reads each chunk's ``c + 2·K``
+slices back a few at a time, keeps the ridge balls (12 bytes per centre) and paints the chunk:
+about 5 bytes per voxel of ``c + 2·max(K, M)`` slices. :func:`local_thickness_chunked` (Dask
+tasks) reads blocks of ``c + 2·H`` slices, ``H ≈ 2·R/dz``: use chunks of a few ``R/dz``.
 """
 
 from __future__ import annotations
@@ -62,7 +58,7 @@ from .._kernels.thickness import finish_thickness, masked_stats, paint_balls
 from ..errors import ConfigError, SegmentationError
 from ..spacing import normalize_spacing
 from .arrays import check_chunk_slices
-from .thickness import check_convention, containment, ridges, unit_weights
+from .thickness import check_convention, containment, ridges, thickness_map, unit_weights
 
 __all__ = [
     "ThicknessHalo",
@@ -134,10 +130,8 @@ class ThicknessStats(NamedTuple):
 
 
 class Moments:
-    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983).
-
-    With a single non-empty chunk the result is that chunk's :func:`masked_stats` unchanged,
-    so a volume read as one block gives the bitwise values of the whole-array statistics."""
+    """Count, mean, population SD and max merged chunk by chunk (Chan et al. 1983); one
+    non-empty chunk gives its :func:`masked_stats` unchanged (one block: the whole-map values)."""
 
     def __init__(self) -> None:
         self.n, self.mean, self.m2, self.max = 0, 0.0, 0.0, -math.inf
@@ -476,6 +470,27 @@ def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
     return out, phase
 
 
+def thickness_chunks(a: Any, spacing: tuple[float, float, float], convention: str,
+                     chunk_slices: int, zrange: tuple[int, int] | None = None,
+                     plane_box: tuple[int, int, int, int] | None = None):
+    """:func:`iter_thickness_chunks` of a plan; when ``chunk_slices`` covers the volume, one
+    chunk ``zrange`` from :func:`~ctmorph.morphometry.thickness.thickness_map` of the whole
+    phase in memory, painted only in ``zrange`` × ``plane_box`` = ``(y0, y1, x0, x1)`` (0
+    elsewhere; the same values there, without the halo pass and the temporary file)."""
+    nz, ny, nx = (int(n) for n in a.shape)
+    if chunk_slices >= nz:
+        phase = np.ascontiguousarray(a[0:nz], dtype=bool)
+        z0, z1 = zrange or (0, nz)
+        y0, y1, x0, x1 = plane_box or (0, ny, 0, nx)
+        tau = np.zeros((z1 - z0, ny, nx), dtype=np.float32)
+        tau[:, y0:y1, x0:x1] = thickness_map(phase, spacing, convention,
+                                             (z0, z1, y0, y1, x0, x1))
+        yield z0, z1, tau, np.ascontiguousarray(phase[z0:z1])
+        return
+    plan = thickness_plan(a, spacing, convention, chunk_slices, None)
+    yield from iter_thickness_chunks(a, plan, zrange)
+
+
 def iter_thickness_chunks(a: Any, plan: ThicknessPlan, zrange: tuple[int, int] | None = None):
     """Yield ``(z0, z1, map, phase)`` for the chunks meeting slices ``zrange`` (default all);
     ``phase`` is the chunk's mask (bool, C-contiguous).
@@ -506,16 +521,9 @@ def iter_thickness_chunks(a: Any, plan: ThicknessPlan, zrange: tuple[int, int] |
 
 def thickness_halo(mask, *, spacing, chunk_slices: int | None = None,
                    halo: int | None = None) -> ThicknessHalo:
-    """Measure the halo that makes chunked local thickness exact (pass 1 only).
-
-    Parameters are those of :func:`local_thickness_chunked`. Reads the mask once, one block of
-    ``chunk_slices + 2·halo`` slices at a time.
-
-    Returns
-    -------
-    ThicknessHalo
-        The largest ball radius (unit of ``spacing``), the halo in slices and the chunking.
-    """
+    """The halo that makes chunked local thickness exact (pass 1 only): a
+    :class:`ThicknessHalo` (largest ball radius in the unit of ``spacing``, halo in slices,
+    chunking). Parameters as :func:`local_thickness_chunked`; reads the mask block by block."""
     return thickness_plan(mask, spacing, "corrected", chunk_slices, halo).halo
 
 
@@ -543,8 +551,7 @@ def write_local_thickness(mask, out, *, spacing, convention: str = "corrected",
 
     Notes
     -----
-    Peak memory: one block (``chunk_slices + 2·halo`` slices, ~5 bytes per voxel) and one chunk
-    of output (4 bytes per voxel); the map itself goes straight to ``out``.
+    Peak memory: one block (``chunk_slices + 2·halo`` slices, ~5 B/voxel) and one output chunk.
     """
     a = _check_volume(mask, "mask")
     if isinstance(out, str | os.PathLike):
@@ -613,9 +620,9 @@ def local_thickness_chunked(mask, *, spacing, convention: str = "corrected",
 
     Notes
     -----
-    Each chunk is one task that reads its block, so computing the array holds about one block
-    (``chunk_slices + 2·halo`` slices, ~10 bytes per voxel) per worker thread.
-    :func:`write_local_thickness` and :func:`thickness_stats_chunked` do the same without Dask.
+    Each chunk is one task reading its block: about one block (``chunk_slices + 2·halo``
+    slices, ~10 B/voxel) per worker thread. :func:`write_local_thickness` and
+    :func:`thickness_stats_chunked` do the same without Dask.
     """
     try:
         da = importlib.import_module("dask.array")

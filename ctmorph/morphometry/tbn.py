@@ -14,7 +14,7 @@ from .._kernels.skeleton import OBJ, thin
 from ..errors import SegmentationError
 from ..spacing import normalize_spacing
 from .arrays import as_mask, check_chunk_slices
-from .chunked import iter_thickness_chunks, thickness_halo, thickness_plan
+from .chunked import thickness_chunks, thickness_halo
 from .zsource import ArraySource, ZSource, block_ranges, chunk_slices_for, read_phase
 
 __all__ = ["medial_skeleton", "midaxis_spacing", "midaxis_spacing_chunked", "trabecular_number"]
@@ -273,11 +273,12 @@ def midaxis_spacing_chunked(src: ZSource, *, spacing, chunk_slices: int | None =
     bits = _mirrored_skeleton_bits(src, m, zmap, c)
     phase = _MirroredPhase(src, m, bits, zmap, c)
     # never all phase: the skeleton is not empty
-    plan = thickness_plan(phase, sp, "corrected", c, None)
     pz0, pz1 = vz0 + m, vz1 + m  # the VOI box in the mirrored image
     ys, xs = slice(vy0 + m, vy1 + m), slice(vx0 + m, vx1 + m)
     total, n = 0.0, 0
-    for z0, z1, tau, ph in iter_thickness_chunks(phase, plan, zrange=(pz0, pz1)):
+    one = phase.shape[0] if c >= nz else c  # the source in one block: the mirror image too
+    for z0, z1, tau, ph in thickness_chunks(phase, sp, "corrected", one, zrange=(pz0, pz1),
+                                            plane_box=(vy0 + m, vy1 + m, vx0 + m, vx1 + m)):
         s0, s1 = max(z0, pz0), min(z1, pz1)
         sel = ph[s0 - z0:s1 - z0, ys, xs]
         sel &= read_phase(src, s0 - m, s1 - m, "voi")[:, vy0:vy1, vx0:vx1]

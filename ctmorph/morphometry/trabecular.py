@@ -120,15 +120,17 @@ class _LazyPhase:
 
 
 def _thickness_chunks(src: ZSource, kind: str, sp: tuple[float, float, float],
-                      convention: str, chunk_slices: int, zr: tuple[int, int],
+                      convention: str, chunk_slices: int, box: tuple[int, ...],
                       on_chunk: ChunkCallback | None, label: str) -> tuple[float, float, float]:
-    """Volume-weighted mean, SD and max of the local thickness of one phase over the VOI,
-    computed chunk by chunk with exact halos (:mod:`.chunked`); only chunks meeting the VOI
+    """Volume-weighted mean, SD and max of the local thickness of one phase over the VOI
+    (bounding ``box``), computed chunk by chunk with exact halos (:mod:`.chunked`); only chunks
+    meeting the VOI
     slices ``zr`` are mapped."""
     phase = _LazyPhase(src, kind)
-    plan = _chunked.thickness_plan(phase, sp, convention, chunk_slices, None)
+    zr, plane_box = (box[0], min(int(src.shape[0]), box[1])), tuple(box[2:])
     moments = _chunked.Moments()
-    for z0, z1, values, sel in _chunked.iter_thickness_chunks(phase, plan, zrange=zr):
+    for z0, z1, values, sel in _chunked.thickness_chunks(phase, sp, convention, chunk_slices,
+                                                         zrange=zr, plane_box=plane_box):
         sel &= read_phase(src, z0, z1, "voi")
         moments.add(values, sel)
         if on_chunk is not None:
@@ -177,7 +179,6 @@ def trabecular_morphometry_chunked(src: ZSource, *, spacing, convention: str = "
     """
     check_convention(convention)
     sp = normalize_spacing(spacing)
-    nz = int(src.shape[0])
     step = check_chunk_slices(chunk_slices) or chunk_slices_for(src.shape)
     box = src.voi_box()  # SegmentationError when empty
     n_voi = n_bone = n_marrow = 0
@@ -192,10 +193,9 @@ def trabecular_morphometry_chunked(src: ZSource, *, spacing, convention: str = "
     vv = voxel_volume(sp)
     tv, bv = n_voi * vv, n_bone * vv
     bs = bone_surface_chunked(src, spacing=sp, chunk_slices=step)
-    zr = (box[0], min(nz, box[1]))
-    th, th_sd, th_max = _thickness_chunks(src, "bone", sp, convention, step, zr, on_chunk,
+    th, th_sd, th_max = _thickness_chunks(src, "bone", sp, convention, step, box, on_chunk,
                                           "Tb.Th")
-    spc, sp_sd, sp_max = _thickness_chunks(src, "marrow", sp, convention, step, zr, on_chunk,
+    spc, sp_sd, sp_max = _thickness_chunks(src, "marrow", sp, convention, step, box, on_chunk,
                                            "Tb.Sp")
     tbn = 1.0 / midaxis_spacing_chunked(src, spacing=sp, chunk_slices=step)
     return {

@@ -623,7 +623,7 @@ def _slab_view(scan: Scan, frame: _Frame, v: _Voi) -> SlabView:
     """What the renderings are made from (:mod:`.render`)."""
     _, ny, nx = scan.shape
     store = v.slab.store if v.slab is not None else None
-    return SlabView(store if store is not None else ArraySource(v.bone, v.voi), v.a,
+    return SlabView(store if store is not None else ArraySource(v.bone, v.voi, v.region), v.a,
                     (v.z0, v.z1),
                     v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx)),
                     (ny, nx), scan.spacing, frame.p1.preview, v.distal_end != "last",
