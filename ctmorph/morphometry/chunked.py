@@ -154,8 +154,8 @@ class Moments:
         self.max = max(self.max, float(maxb))
 
     def result(self) -> tuple[float, float, float]:
-        sd = self.sd if self.sd is not None else math.sqrt(self.m2 / self.n)
-        return float(self.mean), sd, float(self.max)
+        return (float(self.mean), self.sd if self.sd is not None else
+                math.sqrt(self.m2 / self.n), float(self.max))
 
 
 @dataclass(frozen=True)
@@ -171,10 +171,6 @@ class ThicknessPlan:
     halo: ThicknessHalo
     dmax: float  # largest squared distance in the internal unit
     counts: np.ndarray  # phase voxels per slice
-
-
-# ---------------------------------------------------------------------------------------------
-# input handling
 
 
 def _is_dask(a: Any) -> bool:
@@ -473,15 +469,13 @@ def _map_from_distances(f: Any, fz0: int, z0: int, z1: int,
 def thickness_chunks(a: Any, spacing: tuple[float, float, float], convention: str,
                      chunk_slices: int, zrange: tuple[int, int] | None = None,
                      plane_box: tuple[int, int, int, int] | None = None):
-    """:func:`iter_thickness_chunks` of a plan; when ``chunk_slices`` covers the volume, one
-    chunk ``zrange`` from :func:`~ctmorph.morphometry.thickness.thickness_map` of the whole
-    phase in memory, painted only in ``zrange`` × ``plane_box`` = ``(y0, y1, x0, x1)`` (0
-    elsewhere; the same values there, without the halo pass and the temporary file)."""
+    """:func:`iter_thickness_chunks` of a plan, or, when ``chunk_slices`` covers the volume, one
+    chunk ``zrange`` of :func:`~ctmorph.morphometry.thickness.thickness_map` of the whole phase
+    painted in ``zrange`` × ``plane_box`` ``(y0, y1, x0, x1)`` only (0 elsewhere): no halo pass."""
     nz, ny, nx = (int(n) for n in a.shape)
     if chunk_slices >= nz:
         phase = np.ascontiguousarray(a[0:nz], dtype=bool)
-        z0, z1 = zrange or (0, nz)
-        y0, y1, x0, x1 = plane_box or (0, ny, 0, nx)
+        (z0, z1), (y0, y1, x0, x1) = zrange or (0, nz), plane_box or (0, ny, 0, nx)
         tau = np.zeros((z1 - z0, ny, nx), dtype=np.float32)
         tau[:, y0:y1, x0:x1] = thickness_map(phase, spacing, convention,
                                              (z0, z1, y0, y1, x0, x1))
