@@ -10,6 +10,7 @@ import logging
 import logging.handlers
 import math
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import time
@@ -204,6 +205,10 @@ def _init_worker(slot: int, log_queue: Any, level: int, busy: Any, total: int,
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(logging.handlers.QueueHandler(log_queue))
+    # at exit, close the log queue first (its feeder flushes every record, then stops), so the
+    # queue's own join at exit never waits on a feeder that got no end marker (a worker hung
+    # there once, at the end of a --jobs 2 run with debug logging)
+    multiprocessing.util.Finalize(None, log_queue.close, exitpriority=20)
     root.setLevel(logging.WARNING)
     logging.getLogger("ctmorph").setLevel(level)
     _WORKER_BUDGET[:] = [ThreadBudget(busy, total, slot)]
