@@ -467,16 +467,14 @@ def _measure_voi(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold
                  step: Progress
                  ) -> tuple[dict[str, float], dict[str, Any], dict[str, np.ndarray]]:
     """The trabecular and structure measures of the VOI, and its density when calibrated."""
-    _, ny, nx = scan.shape
+    sv = _slab_view(scan, frame, v)
     store = v.slab.store if v.slab is not None else None
-    crop = v.slab.crop if v.slab is not None else (slice(0, ny), slice(0, nx))
     # a slab held as arrays is read as one block (the whole-array functions' numbers); a
     # packed store in bounded blocks
-    src = store if store is not None else ArraySource(v.bone, v.voi, v.region)
-    chunk = None if store is not None else src.shape[0]
+    chunk = None if store is not None else sv.src.shape[0]
     try:
-        metrics, histograms, maps = measure_voi(src, scan.spacing, cfg, crop, (ny, nx), step,
-                                                chunk_slices=chunk)
+        metrics, histograms, maps = measure_voi(sv.src, scan.spacing, cfg, sv.crop, sv.plane,
+                                                step, chunk_slices=chunk)
     except SegmentationError as exc:
         raise SegmentationError(f"{scan.name}: {exc}") from None
     if thr.cal is not None and store is not None:
@@ -620,7 +618,8 @@ def _qc(scan: Scan, frame: _Frame, cfg: AnalysisConfig, thr: _Threshold, v: _Voi
 
 
 def _slab_view(scan: Scan, frame: _Frame, v: _Voi) -> SlabView:
-    """What the renderings are made from (:mod:`.render`)."""
+    """The VOI slab as a source (arrays or the packed store) with its place in the scan: what
+    the measures and the renderings (:mod:`.render`) read."""
     _, ny, nx = scan.shape
     store = v.slab.store if v.slab is not None else None
     return SlabView(store if store is not None else ArraySource(v.bone, v.voi, v.region), v.a,
