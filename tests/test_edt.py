@@ -92,3 +92,38 @@ def test_bad_input():
         distance_transform(np.zeros((3, 3), bool), spacing=1.0)
     with pytest.raises(ConfigError, match="positive"):
         distance_transform(np.zeros((3, 3, 3), bool), spacing=(1.0, 0.0, 1.0))
+
+
+def test_inplane_matches_brute_force_per_slice():
+    """Each slice on its own: the brute-force 2-D squared distance, ``inf`` in a slice
+    without background (slice 0 below), whatever the neighbouring slices hold."""
+    from ctmorph.segment.femur.base import inplane_sq_edt
+
+    sp = (0.5, 0.009, 0.011)
+    for name, mask in _random_masks():
+        mask = mask.copy()
+        mask[0] = True
+        got = inplane_sq_edt(mask, sp)
+        assert np.isinf(got[0]).all(), name
+        for z in range(1, mask.shape[0]):
+            want = oracles.squared_edt(mask[z:z + 1], (1.0, *sp[1:]))[0]
+            np.testing.assert_allclose(got[z], want, rtol=1e-6, err_msg=f"{name} slice {z}")
+
+
+def test_inplane_equals_3d_kernel_with_decoupled_slices():
+    """Regression for the in-plane passes alone: bit for bit what the 3-D kernel gives with a
+    z voxel size so large that no slice reaches another (how the envelope maps were made
+    before), so the femur's envelopes, and every VOI, stay the same."""
+    from ctmorph._kernels.edt import squared_edt
+    from ctmorph.segment.femur.base import inplane_sq_edt
+
+    big = 1.0e12
+    sp = (0.009, 0.009, 0.009)
+    for name, mask in _random_masks():
+        mask = mask.copy()
+        mask[1] = True  # a slice without background
+        ph = mask.astype(np.uint8)
+        old = np.empty(mask.shape, np.float32)
+        squared_edt(ph, np.array([big, sp[1] ** 2, sp[2] ** 2]), old)
+        old[old > big * 0.5] = np.inf
+        np.testing.assert_array_equal(inplane_sq_edt(mask, sp), old, err_msg=name)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["squared_edt"]
+__all__ = ["squared_edt", "squared_edt_inplane"]
 
 _INF = np.inf
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _envelope_1d(f, n, w2, v, num, den, h, out):
     """Lower envelope of parabolas ``f[q] + w2 (p - q)²`` sampled at ``p = 0..n-1``.
 
@@ -72,7 +72,7 @@ def _envelope_1d(f, n, w2, v, num, den, h, out):
         out[q] = f[a] + w2 * (q - a) * (q - a)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _pass_x(phase, wx2, d):
     nz, ny, nx = phase.shape
     for z in prange(nz):
@@ -102,7 +102,7 @@ def _pass_x(phase, wx2, d):
                     d[z, y, x] = wx2 * k * k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lines(buf, w2, f, out, v, num, den, h):
     """Envelope of every row of ``buf`` (float32, lines × n), in place."""
     nl, n = buf.shape
@@ -119,7 +119,7 @@ def _lines(buf, w2, f, out, v, num, den, h):
             buf[i, q] = out[q]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _pass_y(d, wy2):
     nz, ny, nx = d.shape
     for z in prange(nz):
@@ -139,7 +139,7 @@ def _pass_y(d, wy2):
                 d[z, y, x] = buf[x, y]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _pass_z(d, wz2):
     nz, ny, nx = d.shape
     for y in prange(ny):
@@ -159,7 +159,7 @@ def _pass_z(d, wz2):
                 d[z, y, x] = buf[x, z]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def squared_edt(phase, w2, d):
     """Squared distance from each phase voxel centre to the nearest background voxel centre.
 
@@ -172,8 +172,15 @@ def squared_edt(phase, w2, d):
     d : (Z, Y, X) float32 ndarray, C-contiguous
         Output: squared distances (0 on background, ``inf`` if the image has no background).
     """
+    squared_edt_inplane(phase, w2, d)
+    if d.shape[0] > 1:
+        _pass_z(d, w2[0])
+
+
+@njit(cache=True, nogil=True)
+def squared_edt_inplane(phase, w2, d):
+    """:func:`squared_edt` of each z-slice on its own (``w2[0]`` is not used): the x and y
+    passes only. Slices without background keep ``+inf``."""
     _pass_x(phase, w2[2], d)
     if d.shape[1] > 1:
         _pass_y(d, w2[1])
-    if d.shape[0] > 1:
-        _pass_z(d, w2[0])

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from ..._kernels.edt import squared_edt
+from ..._kernels.edt import squared_edt_inplane
 from ...errors import ConfigError
 
 __all__ = ["DistalEnd", "as_bone", "length_mm", "check_distal_end", "bbox_yx", "inplane_sq_edt",
@@ -17,7 +17,6 @@ __all__ = ["DistalEnd", "as_bone", "length_mm", "check_distal_end", "bbox_yx", "
 
 DistalEnd = Literal["first", "last"]
 
-_BIG = 1.0e12  # squared "voxel size" along z that decouples slices in the EDT kernel
 
 
 def as_bone(bone: np.ndarray) -> np.ndarray:
@@ -65,14 +64,12 @@ def inplane_sq_edt(phase: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Squared 2-D Euclidean distance (mm²) from each phase pixel to the nearest background
     pixel of the same slice; 0 on background, ``inf`` in slices without background.
 
-    One call of the 3-D kernel with a huge z voxel size: a pixel's nearest background is then
-    always in its own slice when that slice has any.
+    The x and y passes of the 3-D kernel (:func:`~ctmorph._kernels.edt.squared_edt_inplane`).
     """
     ph = np.ascontiguousarray(phase, dtype=np.uint8)
     out = np.empty(ph.shape, dtype=np.float32)
-    w2 = np.array([_BIG, spacing[1] ** 2, spacing[2] ** 2], dtype=np.float64)
-    squared_edt(ph, w2, out)
-    out[out > _BIG * 0.5] = np.inf
+    w2 = np.array([0.0, spacing[1] ** 2, spacing[2] ** 2], dtype=np.float64)
+    squared_edt_inplane(ph, w2, out)
     return out
 
 
