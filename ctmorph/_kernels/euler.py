@@ -53,7 +53,7 @@ def euler_lut8() -> np.ndarray:
     return lut
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def config_histograms(bone, voi, n_chunks):  # pragma: no cover - compiled
     """Histograms of 2x2x2 configurations over every vertex of a once-padded volume.
 

@@ -8,7 +8,7 @@ from numba import njit, prange
 __all__ = ["voi_triangle_areas"]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def voi_triangle_areas(verts, faces, spacing, voi, origin, out):
     """Area of every triangle whose centroid's nearest voxel is a VOI voxel, 0 for the others.
 

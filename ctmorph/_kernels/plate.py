@@ -12,7 +12,7 @@ from numba import njit, prange
 __all__ = ["plane_sums"]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def plane_sums(bone: np.ndarray, inner: np.ndarray, offsets: np.ndarray, z_start: int,
                out_bone: np.ndarray, out_inner: np.ndarray) -> None:  # pragma: no cover
     """For each surface ``p`` and position ``z0``, sum the tile counts on the surface.

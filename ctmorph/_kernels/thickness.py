@@ -42,7 +42,7 @@ __all__ = [
 _REL_TOL = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def containment_table(w2, dmax, table):
     """Fill ``table`` (float64, shape ``(dmax + 1, 7)``) for integer squared voxel sizes ``w2``.
 
@@ -85,7 +85,7 @@ def containment_table(w2, dmax, table):
                 run = best[dd, k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _neighbourhood(w2):
     """The 26 neighbour offsets (faces first, then edges, then corners: the likeliest
     containing balls first), their lengths ``δ`` and ``δ²``, and their table class."""
@@ -110,7 +110,7 @@ def _neighbourhood(w2):
     return offs, delta, delta2, cls
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _is_ridge(d1, i, z, y, x, shape, offs, foff, delta, cls, table, inv_s):
     """Whether the ball at flat index ``i`` = ``(z, y, x)`` is in no neighbour's ball."""
     nz, ny, nx = shape
@@ -140,7 +140,7 @@ def _is_ridge(d1, i, z, y, x, shape, offs, foff, delta, cls, table, inv_s):
     return True
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def ridge_mark(d, w2, table, shrink, flag, counts):
     """Mark the kept ball centres: ``flag`` (uint8, same shape as ``d``) is set to 1 on them and
     0 elsewhere; ``counts[z]`` (int64, length Z) receives their number per z-slice.
@@ -170,7 +170,7 @@ def ridge_mark(d, w2, table, shrink, flag, counts):
         counts[z] = c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def ridge_fill(d, flag, offsets, ry, rx, rd):
     """Store the marked centres of slice ``z`` at ``offsets[z]:offsets[z + 1]`` (y, x and
     ``d²``), each slice sorted by decreasing ``d²``."""
@@ -196,7 +196,7 @@ def ridge_fill(d, flag, offsets, ry, rx, rd):
             rd[a:b] = td
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _paint_row(out, oz, oy, xa, xb, val):
     # iterate over a slice view from 0: the index is provably non-negative, so numba emits no
     # wrap-around test and LLVM vectorises the max
@@ -206,7 +206,7 @@ def _paint_row(out, oz, oy, xa, xb, val):
         seg[j] = v if v > val else val
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _paint_slice(z, offsets, ry, rx, rd, w2, shrink, rz, box, out):
     z0, y0, y1, x0, x1 = box[0], box[2], box[3], box[4], box[5]
     nzc = offsets.size - 1
@@ -252,7 +252,7 @@ def _paint_slice(z, offsets, ry, rx, rd, w2, shrink, rz, box, out):
                 b += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def paint_balls(offsets, ry, rx, rd, w2, shrink, box, out, ntasks):
     """Paint ``max d²`` of the open balls into ``out`` (float32, zero-initialised).
 
@@ -273,7 +273,7 @@ def paint_balls(offsets, ry, rx, rd, w2, shrink, box, out, ntasks):
             _paint_slice(z, offsets, ry, rx, rd, w2, shrink, rz, box, out)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def finish_thickness(out, scale, offset):
     """In place: ``d²`` → ``2·sqrt(d²)·scale - offset`` where painted, 0 elsewhere."""
     nz, ny, nx = out.shape
@@ -285,7 +285,7 @@ def finish_thickness(out, scale, offset):
                     out[z, y, x] = 2.0 * np.sqrt(np.float64(v)) * scale - offset
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def masked_stats(values, sel):
     """``(count, mean, population SD, max)`` of ``values`` where ``sel`` is True, accumulated
     sequentially in float64 (deterministic; two passes for an accurate SD)."""

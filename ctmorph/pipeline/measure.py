@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..config import AnalysisConfig
@@ -141,24 +143,95 @@ def measure_voi(src: ZSource, spacing: tuple[float, float, float], cfg: Analysis
         if maps:
             maps[names[kind]][c0:c1, ys, xs] = np.where(sel, values, np.float32(0.0))
 
-    metrics = trabecular_morphometry_chunked(src, spacing=spacing,
-                                             convention=cfg.thickness_convention,
-                                             chunk_slices=chunk_slices, on_chunk=on_chunk)
-    step("structure")
-    metrics.update(structure_metrics_chunked(src, spacing=spacing))
+    def trabecular() -> dict[str, float]:
+        return trabecular_morphometry_chunked(src, spacing=spacing,
+                                              convention=cfg.thickness_convention,
+                                              chunk_slices=chunk_slices, on_chunk=on_chunk)
+
+    parts = _structure_parts(src, spacing, None)
+    if not (isinstance(src, ArraySource) and _kernels_thread_safe()):
+        metrics = trabecular()
+        step("structure")
+        for _, part in parts:
+            metrics.update(part())
+    else:
+        metrics = _measure_beside(trabecular, parts, step)
     return metrics, {k: h.result() for k, h in hists.items()}, maps
+
+
+#: Structure measures that run on one core (marching cubes, Euler sums): with arrays in memory
+#: they run in a second thread while the parallel kernels of the others run.
+_BESIDE = ("connectivity", "smi", "pattern_factor")
+
+
+def _kernels_thread_safe() -> bool:
+    """Whether numba's threading layer may launch parallel kernels from two threads at once
+    (``omp`` and ``tbb`` may; ``workqueue`` may not)."""
+    try:
+        return numba.threading_layer() in ("omp", "tbb")
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return False
+
+
+def _measure_beside(trabecular: Callable[[], dict[str, float]],
+                    parts: list[tuple[str, Callable[[], dict[str, float]]]],
+                    step: Progress) -> dict[str, float]:
+    """The trabecular measures and then the multi-core structure measures in this thread, the
+    single-core ones (:data:`_BESIDE`) in a second thread meanwhile; the same values, keys in
+    the same order, and the same first error as one after the other (every kernel is
+    deterministic and only reads the arrays)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctmorph-beside") as pool:
+        futures: dict[str, Future] = {name: pool.submit(part) for name, part in parts
+                                      if name in _BESIDE}
+        try:
+            metrics = trabecular()
+        except BaseException:
+            for f in futures.values():
+                f.cancel()
+            raise
+        step("structure")
+        here: dict[str, dict[str, float] | BaseException] = {}
+        for name, part in parts:
+            if name not in futures:
+                try:
+                    here[name] = part()
+                except Exception as exc:  # raised below in the sequential order
+                    here[name] = exc
+        for name, _ in parts:
+            got = futures[name].result() if name in futures else here[name]
+            if isinstance(got, BaseException):
+                raise got
+            metrics.update(got)
+    return metrics
+
+
+def _structure_parts(src: ZSource, spacing: tuple[float, float, float],
+                     chunk_slices: int | None) -> list[tuple[str, Callable[[], dict[str, float]]]]:
+    """The structure measures in their column order, each a call returning its columns (as
+    Python floats)."""
+    def floats(d: dict) -> dict[str, float]:
+        return {k: float(v) for k, v in d.items()}
+
+    def smi() -> dict[str, float]:
+        s = smi_chunked(src, spacing=spacing, chunk_slices=chunk_slices)
+        return floats({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
+                       "SMI.concave_fraction": s["concave_fraction"]})
+
+    return [
+        ("connectivity", lambda: floats(connectivity_chunked(src, spacing=spacing,
+                                                             chunk_slices=chunk_slices))),
+        ("smi", smi),
+        ("anisotropy", lambda: floats(anisotropy_chunked(src, spacing=spacing,
+                                                         chunk_slices=chunk_slices).as_dict())),
+        ("pattern_factor", lambda: {"Tb.Pf": float(pattern_factor_chunked(
+            src, spacing=spacing, chunk_slices=chunk_slices))}),
+    ]
 
 
 def structure_metrics_chunked(src: ZSource, *, spacing: tuple[float, float, float],
                               chunk_slices: int | None = None) -> dict[str, float]:
     """:func:`structure_metrics` of a source read in z-blocks (bounded memory); same keys."""
     out: dict[str, float] = {}
-    out.update(connectivity_chunked(src, spacing=spacing, chunk_slices=chunk_slices))
-    s = smi_chunked(src, spacing=spacing, chunk_slices=chunk_slices)
-    out.update({"SMI": s["SMI"], "SMI+": s["SMI+"], "SMI-": s["SMI-"],
-                "SMI.concave_fraction": s["concave_fraction"]})
-    out.update(anisotropy_chunked(src, spacing=spacing, chunk_slices=chunk_slices).as_dict())
-    out["Tb.Pf"] = pattern_factor_chunked(src, spacing=spacing, chunk_slices=chunk_slices)
-    return {k: float(v) for k, v in out.items()}
-
-
+    for _, part in _structure_parts(src, spacing, chunk_slices):
+        out.update(part())
+    return out
