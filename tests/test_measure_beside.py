@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ctmorph import pipeline
+from ctmorph._kernels.threads import concurrent_kernels_ok
 from ctmorph.config import AnalysisConfig
 from ctmorph.errors import SegmentationError
 from ctmorph.morphometry import (
@@ -55,7 +56,7 @@ def test_single_core_measures_run_in_a_second_thread(monkeypatch):
     monkeypatch.setattr(pipeline.measure, "connectivity_chunked", spy)
     _measure(_slab())
     assert len(threads) == 1
-    if pipeline.measure.numba.threading_layer() in ("omp", "tbb"):
+    if concurrent_kernels_ok():
         assert threads[0].startswith("ctmorph-beside")
     else:
         assert threads[0] == threading.current_thread().name

@@ -34,7 +34,7 @@ from numba import njit, prange
 __all__ = ["bin_triangles", "rasterize", "resolve"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _row_range(y0, y1, y2, height):  # pragma: no cover - compiled
     """First and one-past-last pixel row whose centre may lie in the triangle's row span."""
     lo = min(y0, min(y1, y2))
@@ -44,7 +44,7 @@ def _row_range(y0, y1, y2, height):  # pragma: no cover - compiled
     return r0, r1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bin_triangles(verts, faces, height, band):  # pragma: no cover - compiled
     """Triangles per band of ``band`` image rows, in increasing triangle index.
 
@@ -91,7 +91,7 @@ def bin_triangles(verts, faces, height, band):  # pragma: no cover - compiled
     return count, index
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rasterize(verts, faces, start, index, band, cull, depth,
               owner):  # pragma: no cover - compiled
     """Nearest triangle and its depth at every pixel centre.
@@ -150,7 +150,7 @@ def rasterize(verts, faces, start, index, band, cull, depth,
                         owner[i, j] = t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _shade_point(nz, ny, nx, ao, hl, light, params):  # pragma: no cover - compiled
     """RGB of one surface point (formula in :func:`resolve`)."""
     norm = np.sqrt(nz * nz + ny * ny + nx * nx)
@@ -176,7 +176,7 @@ def _shade_point(nz, ny, nx, ao, hl, light, params):  # pragma: no cover - compi
     return r, g, b
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def resolve(verts, faces, attrs, owner, factor, light, params, transparent,
             out):  # pragma: no cover - compiled
     """Shade the visible surface at every pixel centre and average ``factor`` x ``factor``

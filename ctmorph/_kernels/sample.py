@@ -14,7 +14,7 @@ from numba import njit, prange
 __all__ = ["sample_trilinear"]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sample_trilinear(volume, points, out):  # pragma: no cover - compiled
     """Trilinear interpolation of ``volume`` at ``points``.
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numba
 import numpy as np
 
+from .._kernels.threads import concurrent_kernels_ok
 from ..config import AnalysisConfig
 from ..morphometry import (
     anisotropy_chunked,
@@ -149,7 +149,7 @@ def measure_voi(src: ZSource, spacing: tuple[float, float, float], cfg: Analysis
                                               chunk_slices=chunk_slices, on_chunk=on_chunk)
 
     parts = _structure_parts(src, spacing, None)
-    if not (isinstance(src, ArraySource) and _kernels_thread_safe()):
+    if not (isinstance(src, ArraySource) and concurrent_kernels_ok()):
         metrics = trabecular()
         step("structure")
         for _, part in parts:
@@ -162,15 +162,6 @@ def measure_voi(src: ZSource, spacing: tuple[float, float, float], cfg: Analysis
 #: Structure measures that run on one core (marching cubes, Euler sums): with arrays in memory
 #: they run in a second thread while the parallel kernels of the others run.
 _BESIDE = ("connectivity", "smi", "pattern_factor")
-
-
-def _kernels_thread_safe() -> bool:
-    """Whether numba's threading layer may launch parallel kernels from two threads at once
-    (``omp`` and ``tbb`` may; ``workqueue`` may not)."""
-    try:
-        return numba.threading_layer() in ("omp", "tbb")
-    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        return False
 
 
 def _measure_beside(trabecular: Callable[[], dict[str, float]],

@@ -17,11 +17,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._kernels.threads import concurrent_kernels_ok
 from ..errors import CtmorphError
 from ..morphometry.zsource import read_phase
 from ..qc import RenderedView
@@ -31,7 +33,7 @@ from .stream import Preview
 
 __all__ = ["VOI_PIXEL_MM", "FEMUR_PIXEL_MM", "RENDER_PX", "RENDER_SLAB_VOXELS", "SlabView",
            "RenderMasks", "voi_masks", "femur_masks", "render_masks", "scan_renderings",
-           "pool_mask", "content_box"]
+           "RenderingsBeside", "pool_mask", "content_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +217,33 @@ def scan_renderings(slab: SlabView) -> dict[str, RenderedView]:
         except (CtmorphError, ValueError, MemoryError) as exc:
             logger.warning("%s: 3-D rendering of the %s skipped (%s)", slab.name, name, exc)
     return out
+
+
+class RenderingsBeside:
+    """:func:`scan_renderings` of a slab, started in a second thread while the scan is measured
+    (when the slab is held as arrays and numba may run kernels in two threads at once;
+    otherwise made when asked for). The pictures do not depend on which.
+
+    Use as a context manager around the measures: leaving it early (an error) waits for the
+    thread and drops its pictures.
+    """
+
+    def __init__(self, slab: SlabView, *, in_memory: bool) -> None:
+        self._slab = slab
+        self._pool = None
+        self._job = None
+        if in_memory and concurrent_kernels_ok():
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctmorph-render")
+            self._job = self._pool.submit(scan_renderings, slab)
+
+    def result(self) -> dict[str, Any]:
+        """The renderings (waits for the thread)."""
+        return scan_renderings(self._slab) if self._job is None else self._job.result()
+
+    def __enter__(self) -> RenderingsBeside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._job.cancel()
+            self._pool.shutdown(wait=True)

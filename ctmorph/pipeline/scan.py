@@ -6,6 +6,7 @@ writes next to it (per-scan JSON, QC pictures)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ..segment.threshold import otsu_threshold
 from ..segment.voi import envelope_region, open_roi_mask, whole_bone_extent
 from .measure import Progress, measure_voi
 from .provenance import software_versions
-from .render import SlabView, scan_renderings
+from .render import RenderingsBeside, SlabView
 from .store import Slab, load_slab
 from .stream import (
     Pass1,
@@ -246,13 +247,16 @@ def _measure_scan(
         raise SegmentationError(f"{scan.name}: the VOI is empty")
     v.cortical_range = _cortical_range(scan, cfg, v)
     step("thickness")
-    metrics, histograms, maps = _measure_voi(scan, frame, cfg, thr, v, step)
-    cortical = _measure_cortex(scan, frame, cfg, thr, v)
-    row = _row(scan, frame, cfg, thr, v, metrics, cortical)
-    qc = _qc(scan, frame, cfg, thr, v)
-    if renders:
-        step("render")
-        qc.renders = scan_renderings(_slab_view(scan, frame, v))
+    in_memory = v.slab is None or v.slab.store is None
+    with (RenderingsBeside(_slab_view(scan, frame, v), in_memory=in_memory) if renders
+          else contextlib.nullcontext()) as pictures:
+        metrics, histograms, maps = _measure_voi(scan, frame, cfg, thr, v, step)
+        cortical = _measure_cortex(scan, frame, cfg, thr, v)
+        row = _row(scan, frame, cfg, thr, v, metrics, cortical)
+        qc = _qc(scan, frame, cfg, thr, v)
+        if renders:
+            step("render")
+            qc.renders = pictures.result()
     details = _details(scan, frame, cfg, thr, v, row, metrics, histograms)
     row["qc_flags"] = "; ".join([*v.flags, *qc_flags(row)])
     logger.info("%s: done in %.1f s", scan.name, time.perf_counter() - t_start)
