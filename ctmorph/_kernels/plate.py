@@ -19,8 +19,9 @@ def plane_sums(bone: np.ndarray, inner: np.ndarray, offsets: np.ndarray, z_start
 
     Parameters
     ----------
-    bone, inner : (Z, T) ndarray of int32
-        Per slice and tile: bone pixels and interior pixels.
+    bone, inner : (T, Z) ndarray of int32, C-contiguous
+        Per tile and slice: bone pixels and interior pixels (a tile's profile is contiguous,
+        so the inner loop reads memory in order).
     offsets : (P, T) ndarray of int64
         Slice offset of each tile on surface ``p``: the surface through slice ``z0`` meets
         tile ``t`` at slice ``z0 + offsets[p, t]``.
@@ -31,14 +32,21 @@ def plane_sums(bone: np.ndarray, inner: np.ndarray, offsets: np.ndarray, z_start
         ``z_start + j + offsets[p, t]`` (tiles whose slice falls outside ``0 .. Z - 1`` add
         nothing). Surfaces are processed in parallel, each writing only its own row.
     """
-    nz, nt = bone.shape
+    nt, nz = bone.shape
     n_planes, n_out = out_bone.shape
     for p in prange(n_planes):
+        ob = out_bone[p]
+        oi = out_inner[p]
         for t in range(nt):
             off = offsets[p, t] + z_start
             lo = max(0, -off)
             hi = min(n_out, nz - off)
-            for j in range(lo, hi):
-                z = j + off
-                out_bone[p, j] += bone[z, t]
-                out_inner[p, j] += inner[z, t]
+            if hi <= lo:
+                continue
+            b = bone[t, lo + off:hi + off]
+            c = inner[t, lo + off:hi + off]
+            o1 = ob[lo:hi]
+            o2 = oi[lo:hi]
+            for j in range(hi - lo):
+                o1[j] += b[j]
+                o2[j] += c[j]

@@ -183,8 +183,9 @@ def surface_sums(tiles: TileProfiles, shapes: np.ndarray, z_lo: int = 0,
         return out_b, out_i
     use = tiles.usable()[a:b]
     cols = np.flatnonzero(use.any(axis=0))  # tiles never usable here add nothing
-    bone = np.ascontiguousarray(np.where(use, tiles.bone[a:b], 0)[:, cols].astype(np.int32))
-    inner = np.ascontiguousarray(np.where(use, tiles.inner[a:b], 0)[:, cols].astype(np.int32))
+    # (tile, slice): each tile's profile contiguous for the kernel
+    bone = np.ascontiguousarray(np.where(use, tiles.bone[a:b], 0)[:, cols].T.astype(np.int32))
+    inner = np.ascontiguousarray(np.where(use, tiles.inner[a:b], 0)[:, cols].T.astype(np.int32))
     plane_sums(bone, inner, np.ascontiguousarray(off[:, cols]), z_lo - a, out_b, out_i)
     return out_b, out_i
 
