@@ -8,7 +8,9 @@ one grey value. Per-scan thresholds would bias group comparisons.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
@@ -123,15 +125,31 @@ def binarize(
     Returns
     -------
     (Z, Y, X) ndarray of bool
+
+    Notes
+    -----
+    The chunks are smoothed by as many threads as numba may use (scipy's filters release the
+    GIL); each writes only its own slices, so the result does not depend on the thread count.
     """
     nz = grey.shape[0]
     halo = int(np.ceil(4.0 * sigma_vox)) if sigma_vox > 0 else 0
     out = np.empty(grey.shape, dtype=bool)
-    for z0 in range(0, nz, chunk):
+
+    def one(z0: int) -> None:
         z1 = min(nz, z0 + chunk)
         a, b = max(0, z0 - halo), min(nz, z1 + halo)
         sm = smooth(grey[a:b], sigma_vox)
         out[z0:z1] = sm[z0 - a : z0 - a + (z1 - z0)] > threshold
+
+    starts = range(0, nz, chunk)
+    workers = min(numba.get_num_threads(), len(starts))
+    if workers <= 1:
+        for z0 in starts:
+            one(z0)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ctmorph-smooth") as ex:
+            for _ in ex.map(one, starts):  # re-raises the first error
+                pass
     return out
 
 
