@@ -198,6 +198,21 @@ def test_segmenter_chunk_equals_whole_volume(whole, monkeypatch, cache):
         assert np.array_equal(g, grey[s:e]), (s, e)
 
 
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "streamed"])
+def test_segmenter_chunks_in_order_equal_whole_volume(whole, monkeypatch, cache):
+    """``Segmenter.chunks``: every slice once, in order, the whole volume's bone and grey,
+    whether the next chunk is segmented in a second thread (scan kept in memory) or not."""
+    scan, grey, valid, bone, _, cfg = whole
+    if not cache:
+        _force_streaming(monkeypatch)
+    seg = pipeline.stream.Segmenter(scan, THR, cfg)
+    got = list(seg.chunks(37))
+    assert [(s, e) for s, e, _, _ in got] == [(s, min(scan.shape[0], s + 37))
+                                              for s in range(0, scan.shape[0], 37)]
+    assert np.array_equal(np.concatenate([b for _, _, b, _ in got]), bone)
+    assert np.array_equal(np.concatenate([g for _, _, _, g in got]), grey)
+
+
 def test_segmenter_needs_long_halos_on_a_speckled_scan(tmp_path, monkeypatch):
     # bright specks in the air and soft tissue (make_femur specks=...) and a short scan with
     # tiny chunks: with first halos of 1 and 4 slices some chunk needs a longer one, and all

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +95,25 @@ class Segmenter:
             self._bone[s:e], self._grey[s:e] = bone, grey
             self._done[s:e] = True
         return bone, grey
+
+    def chunks(self, step: int) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """``(s, e, bone, grey)`` of the scan's slices in chunks of ``step``, in order. A scan
+        kept in memory segments the next chunk in a second thread while the caller works on
+        this one (the chunks are the same; a larger scan is segmented one chunk at a time, its
+        memory bounded by one chunk)."""
+        nz = self.scan.shape[0]
+        ranges = [(s, min(nz, s + step)) for s in range(0, nz, step)]
+        if self._bone is None or len(ranges) < 2:
+            for s, e in ranges:
+                yield (s, e, *self.chunk(s, e))
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctmorph-segment") as ex:
+            job = ex.submit(self.chunk, *ranges[0])
+            for i, (s, e) in enumerate(ranges):
+                bone, grey = job.result()
+                if i + 1 < len(ranges):
+                    job = ex.submit(self.chunk, *ranges[i + 1])
+                yield s, e, bone, grey
 
     def _segment(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         scan, cfg = self.scan, self.cfg
@@ -215,9 +236,7 @@ def stream_pass(scan: Scan | AlignedSource, seg: Segmenter, *, keep_volume: bool
     any_bone = False
     preview = Preview.for_shape(scan.shape) if need_preview else None
     step, map_step = chunk_slices(ny * nx)
-    for s in range(0, nz, step):
-        e = min(nz, s + step)
-        bone, grey = seg.chunk(s, e)
+    for s, e, bone, grey in seg.chunks(step):
         any_bone = any_bone or bool(bone.any())
         if preview is not None:
             preview.add(s, bone)
