@@ -60,7 +60,7 @@ _BIG = 1e300
 MIXED, ABOVE, BELOW = 0, 1, 2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def line_basis(w):  # pragma: no cover - compiled
     """Two unit vectors ``u, v`` completing unit ``w`` to a right-handed orthonormal basis.
 
@@ -107,7 +107,7 @@ def _sample(f, z_off, q0, q1, q2):  # pragma: no cover - compiled
     return (c00 * g1 + c01 * f1) * g0 + (c10 * g1 + c11 * f1) * f0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def side_margin(level: float) -> float:
     """Safety margin of :func:`cell_sides` for ``level``: ``SIDE_MARGIN * max(1, |level|)``.
 
@@ -124,7 +124,7 @@ def side_margin(level: float) -> float:
     return SIDE_MARGIN * max(1.0, abs(level))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def cell_sides(field, level, margin):  # pragma: no cover - compiled
     """Which side of ``level`` each interpolation cell of ``field`` lies on, if it is sure.
 
@@ -197,7 +197,7 @@ def _first_owned(q0, d0, n_s, z):  # pragma: no cover - compiled
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _one_direction(field, side, voi, full_voi, spacing, w, h, ds, level, theta,
                    nz, ny, nx, z_off, own0, own1):  # pragma: no cover - compiled
     u0, v0 = line_basis(w)
@@ -319,7 +319,7 @@ def _one_direction(field, side, voi, full_voi, spacing, w, h, ds, level, theta,
 NO_LIMIT = 1 << 40
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mil_counts_window(field, voi, full_voi, spacing, directions, h, ds, level,
                       nz, ny, nx, z_off, own0, own1):  # pragma: no cover - compiled
     """:func:`mil_counts` of the samples one z-window owns, for counting a volume in blocks.
@@ -352,7 +352,7 @@ def mil_counts_window(field, voi, full_voi, spacing, directions, h, ds, level,
                             nz, ny, nx, z_off, own0, own1)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def mil_counts_sides(field, side, voi, full_voi, spacing, directions, h, ds, level,
                      nz, ny, nx, z_off, own0, own1):  # pragma: no cover - compiled
     """:func:`mil_counts_window` with the field's side map given.
@@ -373,7 +373,7 @@ def mil_counts_sides(field, side, voi, full_voi, spacing, directions, h, ds, lev
     return n_in, crossings
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mil_counts(field, voi, full_voi, spacing, directions, h, ds, level):  # pragma: no cover
     """Sampled VOI length and weighted phase-boundary crossings for each direction.
 
