@@ -1,8 +1,8 @@
-"""The thinning kernel as it was before the parallel selection and isthmus tests: one
-sequential loop per step, a full simplicity test of every candidate, marking of the dirty
-points after the deletions and a separate compaction. Compiled (no cache), so that the current
-kernel can be compared with it bit for bit on volumes too large for the pure-Python reference
-in ``test_tbn_chunked.py``.
+"""The thinning kernel as it was before the parallel isthmus tests: one sequential loop per
+step, a full simplicity test of every candidate, marking of the dirty points after the
+deletions, a separate compaction, topological numbers grown to their fixpoint. Compiled (no
+cache), so that the current kernel can be compared with it bit for bit on volumes too large
+for the pure-Python reference in ``test_tbn_chunked.py``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,53 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ctmorph._kernels.skeleton import CON, OBJ, is_isthmus, is_simple
+from ctmorph._kernels.skeleton import _FACES, _N18, _N26, CON, OBJ, _dilate6, _dilate26
 
 _INL = 4
 _DIRTY = 8
+
+
+@njit
+def t26_fixpoint(nb):
+    """T26 (0, 1 or 2 for >= 2) as the kernel computed it before the early exit: grow the
+    component of the lowest object bit to its fixpoint, then compare with the object."""
+    obj = nb & _N26
+    if obj == 0:
+        return 0
+    comp = obj & -obj
+    while True:
+        grown = _dilate26(comp) & obj
+        if grown == comp:
+            break
+        comp = grown
+    return 1 if comp == obj else 2
+
+
+@njit
+def t6bar_fixpoint(nb):
+    """T6bar (0, 1 or 2 for >= 2) as computed before the early exit (fixpoint, then test
+    whether the component holds every face seed)."""
+    bg = ~nb & _N18
+    seeds = bg & _FACES
+    if seeds == 0:
+        return 0
+    comp = seeds & -seeds
+    while True:
+        grown = _dilate6(comp) & bg
+        if grown == comp:
+            break
+        comp = grown
+    return 1 if seeds & ~comp == 0 else 2
+
+
+@njit
+def is_simple(nb):
+    return t26_fixpoint(nb) == 1 and t6bar_fixpoint(nb) == 1
+
+
+@njit
+def is_isthmus(nb):
+    return t26_fixpoint(nb) >= 2 or t6bar_fixpoint(nb) >= 2
 
 
 @njit

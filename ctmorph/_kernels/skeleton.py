@@ -74,12 +74,12 @@ def t26(nb):
     if obj == 0:
         return 0
     comp = obj & -obj
-    while True:
+    while comp != obj:  # all of it reached: one component (the fixpoint would be ``obj``)
         grown = _dilate26(comp) & obj
         if grown == comp:
-            break
+            return 2
         comp = grown
-    return 1 if comp == obj else 2
+    return 1
 
 
 @njit(cache=True)
@@ -90,12 +90,12 @@ def t6bar(nb):
     if seeds == 0:
         return 0
     comp = seeds & -seeds
-    while True:
+    while seeds & ~comp:  # all seeds reached: one component (it only grows)
         grown = _dilate6(comp) & bg
         if grown == comp:
-            break
+            return 2
         comp = grown
-    return 1 if seeds & ~comp == 0 else 2
+    return 1
 
 
 @njit(cache=True)
