@@ -294,8 +294,8 @@ def thin(img, border, cand, dirty, presize=True):
       the mark has the neighbourhood it had at the start, so it is still simple: only marked
       candidates are re-tested (a marked one had an object neighbour at the start, so it was
       a candidate; background at the start on the side ``step`` means neither ``OBJ`` nor
-      ``_DEL``). Listing the marked points in marking order (dropping those
-      deleted later) gives the same list, in the same order, as marking after the deletions.
+      ``_DEL``). Listing the marked points in marking order (dropping those deleted later)
+      gives the same list, in the same order, as marking after the deletions.
     * The isthmus tests only read ``OBJ`` bits, which the border-list updates never change:
       they run in parallel into per-entry flags (disjoint writes), then the updates are
       applied sequentially in list order. The result does not depend on the thread count.
