@@ -22,7 +22,7 @@ says what the outside of the image is.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = ["OBJ", "CON", "thin", "t26", "t6bar", "is_simple", "is_isthmus"]
 
@@ -30,10 +30,12 @@ OBJ = 1  # object voxel
 CON = 2  # constrained (frozen): never deleted
 _INL = 4  # in the border list
 _DIRTY = 8  # next to a point deleted in this sub-iteration
+_DEL = 16  # deleted in this sub-iteration
 # complements within a byte (``~`` of a Python int is negative)
 _NOT_OBJ = 0xFF ^ OBJ
 _NOT_INL = 0xFF ^ _INL
 _NOT_DIRTY = 0xFF ^ _DIRTY
+_NOT_DEL = 0xFF ^ _DEL
 
 
 # Bit ``i = 9(a+1) + 3(b+1) + (c+1)`` of a neighbourhood mask is the voxel at offset
@@ -72,12 +74,12 @@ def t26(nb):
     if obj == 0:
         return 0
     comp = obj & -obj
-    while True:
+    while comp != obj:  # all of it reached: one component (the fixpoint would be ``obj``)
         grown = _dilate26(comp) & obj
         if grown == comp:
-            break
+            return 2
         comp = grown
-    return 1 if comp == obj else 2
+    return 1
 
 
 @njit(cache=True)
@@ -88,20 +90,23 @@ def t6bar(nb):
     if seeds == 0:
         return 0
     comp = seeds & -seeds
-    while True:
+    while seeds & ~comp:  # all seeds reached: one component (it only grows)
         grown = _dilate6(comp) & bg
         if grown == comp:
-            break
+            return 2
         comp = grown
-    return 1 if seeds & ~comp == 0 else 2
+    return 1
 
 
 @njit(cache=True)
 def _load(flat, p, off27):
+    """The 27-bit neighbourhood mask of ``p`` (``OBJ`` bits), gathered row by row (three
+    consecutive bytes each) without branches (``OBJ`` is bit 0)."""
     nb = 0
-    for i in range(27):
-        if flat[p + off27[i]] & OBJ:
-            nb |= 1 << i
+    for r in range(9):
+        q = p + off27[3 * r + 1]
+        row = (flat[q - 1] & OBJ) | ((flat[q] & OBJ) << 1) | ((flat[q + 1] & OBJ) << 2)
+        nb |= np.int64(row) << (3 * r)
     return nb
 
 
@@ -125,47 +130,98 @@ def _grown(buf, n):
 
 
 @njit(cache=True)
-def thin(img, border, cand, dirty, presize=True):
-    """Thin ``img`` in place (C-contiguous uint8, padded as described in the module notes).
+def _delete(flat, border, nborder, step, off27, cand, dirty):
+    """One sub-iteration's deletions, in border-list order (see the notes in :func:`thin`).
 
-    ``border``, ``cand`` and ``dirty`` are the initial work buffers (1-D, C-contiguous, int32
-    or int64 wide enough for flat indices of ``img``; any length, even 0). With ``presize``
-    (default), buffers shorter than the first border list are first replaced by fresh ones of
-    its length (pages never written cost no memory); any buffer that fills up is replaced by
-    a copy twice as large. Memory thus follows the number of border points (the object's
-    surface), not of object voxels. ``presize=False`` only grows (for tests of the growth
-    path). On return the ``OBJ`` bit marks the skeleton. Returns the number of passes made.
+    Deletes the border points with background on the side ``step`` at the start of the
+    sub-iteration that are simple when their turn comes, lists them in ``cand`` and marks them
+    ``_DEL``. On each deletion the object points around it that are neither frozen nor yet
+    listed are marked ``_DIRTY`` and listed in ``dirty`` (later-deleted ones included: the
+    caller skips them). On the way the list drops the points deleted or frozen in the
+    sub-iteration before, keeping its order. Returns ``(nborder, cand, ndel, dirty, ndirty)``
+    (buffers possibly grown).
     """
-    nz, ny, nx = img.shape
-    flat = img.ravel()
-    sz = ny * nx
-    sy = nx
-    off27 = np.empty(27, np.int64)
-    for i in range(27):
-        off27[i] = (i // 9 - 1) * sz + ((i // 3) % 3 - 1) * sy + (i % 3 - 1)
-    dirs = np.array([sz, -sz, sy, -sy, 1, -1], np.int64)  # background on that side
+    ndel = 0
+    ndirty = 0
+    m = 0
+    for k in range(nborder):
+        p = border[k]
+        v = flat[p]
+        if (v & (OBJ | CON)) != OBJ:  # deleted or frozen before: leaves the list
+            flat[p] = v & _NOT_INL
+            continue
+        border[m] = p
+        m += 1
+        if flat[p + step] & (OBJ | _DEL):  # object at the start of the sub-iteration
+            continue
+        if v & _DIRTY:  # a neighbour went in this sub-iteration: re-check on the image now
+            if not is_simple(_load(flat, p, off27)):
+                continue
+        elif not flat[p - step] & OBJ and not _load(flat, p, off27) & _N26:
+            continue  # isolated point (T26 = 0), the only non-simple border point
+        flat[p] = (v & _NOT_OBJ) | _DEL
+        if ndel == cand.size:
+            cand = _grown(cand, ndel)
+        cand[ndel] = p
+        ndel += 1
+        if dirty.size - ndirty < 27:  # room for all 27 writes (one growth always suffices)
+            dirty = _grown(dirty, ndirty)
+        for i in range(27):  # branch-free: the next entry only advances for a new point
+            q = p + off27[i]
+            w = flat[q]
+            fresh = (w & (OBJ | CON | _DIRTY)) == OBJ
+            flat[q] = w | (_DIRTY * fresh)
+            dirty[ndirty] = q
+            ndirty += fresh
+    return m, cand, ndel, dirty, ndirty
 
-    # Size the work buffers for the first border list (an upper bound: the unfrozen object
-    # points with a background face neighbour). Fresh buffers cost no memory until written, so
-    # only the entries used become resident; later growth copies, which is rare.
-    nfirst = 0
-    for z in range(1, nz - 1 if presize else 1):
-        for y in range(1, ny - 1):
-            for x in range(1, nx - 1):
-                p = z * sz + y * sy + x
-                if flat[p] & OBJ and not flat[p] & CON:
-                    for f in range(6):
-                        if not flat[p + dirs[f]] & OBJ:
-                            nfirst += 1
-                            break
-    if border.size < nfirst:
-        border = np.empty(nfirst, border.dtype)
-    if cand.size < nfirst:
-        cand = np.empty(nfirst, cand.dtype)
-    if dirty.size < nfirst:
-        dirty = np.empty(nfirst, dirty.dtype)
 
-    # Border list: unfrozen object points with a background face neighbour.
+@njit(cache=True, parallel=True)
+def _isthmus_flags(flat, dirty, ndirty, off27, flag):
+    """``flag[k] = 1`` where ``dirty[k]`` is an object point and an isthmus, else 0. Reads
+    the ``OBJ`` bits only: the entries are independent."""
+    for k in prange(ndirty):
+        q = dirty[k]
+        flag[k] = 1 if flat[q] & OBJ and is_isthmus(_load(flat, q, off27)) else 0
+
+
+@njit(cache=True)
+def _flags_for(flag, n):
+    """``flag`` if it holds ``n`` entries, else a fresh uint8 buffer that does (contents
+    undefined: every entry used is written before it is read)."""
+    if flag.size >= n:
+        return flag
+    return np.empty(max(2 * flag.size, n, 64), np.uint8)
+
+
+@njit(cache=True)
+def _update(flat, dirty, ndirty, flag, border, nborder, dels, ndel):
+    """Clear ``_DIRTY`` and ``_DEL``; freeze the flagged isthmuses and append the other
+    object points not yet in the border list to it, in ``dirty`` order. Returns the border
+    buffer and count."""
+    for k in range(ndel):
+        flat[dels[k]] &= _NOT_DEL
+    for k in range(ndirty):
+        q = dirty[k]
+        v = flat[q] & _NOT_DIRTY
+        if v & OBJ:  # deleted after it was listed: nothing to do
+            if flag[k]:
+                v |= CON
+            elif not v & _INL:
+                v |= _INL
+                if nborder == border.size:
+                    border = _grown(border, nborder)
+                border[nborder] = q
+                nborder += 1
+        flat[q] = v
+    return border, nborder
+
+
+@njit(cache=True)
+def _first_border(flat, nz, ny, nx, off27, dirs, border):
+    """Freeze the isthmuses among the unfrozen object points with a background face
+    neighbour and list the others (``_INL``) in scan order. Returns the buffer and the count."""
+    sz, sy = ny * nx, nx
     nborder = 0
     for z in range(1, nz - 1):
         for y in range(1, ny - 1):
@@ -187,71 +243,102 @@ def thin(img, border, cand, dirty, presize=True):
                     border = _grown(border, nborder)
                 border[nborder] = p
                 nborder += 1
+    return border, nborder
 
+
+@njit(cache=True)
+def _count_first(flat, nz, ny, nx, dirs):
+    """Number of unfrozen object points with a background face neighbour (the size of the
+    first border list)."""
+    sz, sy = ny * nx, nx
+    n = 0
+    for z in range(1, nz - 1):
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                p = z * sz + y * sy + x
+                if flat[p] & OBJ and not flat[p] & CON:
+                    for f in range(6):
+                        if not flat[p + dirs[f]] & OBJ:
+                            n += 1
+                            break
+    return n
+
+
+@njit(cache=True)
+def thin(img, border, cand, dirty, presize=True):
+    """Thin ``img`` in place (C-contiguous uint8, padded as described in the module notes).
+
+    ``border``, ``cand`` and ``dirty`` are the initial work buffers (1-D, C-contiguous, int32
+    or int64 wide enough for flat indices of ``img``; any length, even 0). With ``presize``
+    (default), buffers shorter than the first border list are first replaced by fresh ones of
+    its length (pages never written cost no memory); any buffer that fills up is replaced by
+    a copy twice as large. Memory thus follows the number of border points (the object's
+    surface), not of object voxels (plus one byte of flags per dirty entry).
+    ``presize=False`` only grows (for tests of the growth path). On return the ``OBJ`` bit
+    marks the skeleton. Returns the number of passes made.
+
+    Notes
+    -----
+    Each sub-iteration (direction ``step``) takes the border points with background on the
+    side ``step`` that are simple at its start, in border-list order, and deletes each one
+    that is still simple on the current image; the points around the deleted ones are then
+    tested for isthmuses on the final image (frozen if so, else added to the border list) and
+    the list drops what was deleted or frozen. Three exact shortcuts of that definition:
+
+    * At the start of a sub-iteration every border point is an unfrozen object point that is
+      not an isthmus of the current image (it was tested when listed, and again after every
+      sub-iteration in which a neighbour went), so ``T26 <= 1`` and ``T6bar <= 1``; with
+      background on the side ``step``, ``T6bar = 1``. Such a point is simple iff ``T26 != 0``,
+      i.e. it has an object 26-neighbour: no full test at selection.
+    * The neighbours of each deleted point are marked ``_DIRTY`` at once. A candidate without
+      the mark has the neighbourhood it had at the start, so it is still simple: only marked
+      candidates are re-tested (a marked one had an object neighbour at the start, so it was
+      a candidate; background at the start on the side ``step`` means neither ``OBJ`` nor
+      ``_DEL``). Listing the marked points in marking order (dropping those deleted later)
+      gives the same list, in the same order, as marking after the deletions.
+    * The isthmus tests only read ``OBJ`` bits, which the border-list updates never change:
+      they run in parallel into per-entry flags (disjoint writes), then the updates are
+      applied sequentially in list order. The result does not depend on the thread count.
+
+    The border list is compacted during the next sub-iteration's scan instead of after each
+    one (the same entries in the same order).
+    """
+    nz, ny, nx = img.shape
+    flat = img.ravel()
+    sz = ny * nx
+    sy = nx
+    off27 = np.empty(27, np.int64)
+    for i in range(27):
+        off27[i] = (i // 9 - 1) * sz + ((i // 3) % 3 - 1) * sy + (i % 3 - 1)
+    dirs = np.array([sz, -sz, sy, -sy, 1, -1], np.int64)  # background on that side
+
+    # Size the work buffers for the first border list (an upper bound: the unfrozen object
+    # points with a background face neighbour). Fresh buffers cost no memory until written, so
+    # only the entries used become resident; later growth copies, which is rare.
+    nfirst = _count_first(flat, nz, ny, nx, dirs) if presize else 0
+    if border.size < nfirst:
+        border = np.empty(nfirst, border.dtype)
+    if cand.size < nfirst:
+        cand = np.empty(nfirst, cand.dtype)
+    if dirty.size < nfirst:
+        dirty = np.empty(nfirst, dirty.dtype)
+    flag = np.empty(nfirst, np.uint8)
+
+    border, nborder = _first_border(flat, nz, ny, nx, off27, dirs, border)
     passes = 0
     while True:
         passes += 1
         deleted_pass = 0
         for d in range(6):
-            step = dirs[d]
-            ncand = 0
-            for k in range(nborder):
-                p = border[k]
-                if flat[p + step] & OBJ:
-                    continue
-                if is_simple(_load(flat, p, off27)):
-                    if ncand == cand.size:
-                        cand = _grown(cand, ncand)
-                    cand[ncand] = p
-                    ncand += 1
-            # Sequential deletion, re-checking simplicity on the current image.
-            ndel = 0
-            for k in range(ncand):
-                p = cand[k]
-                if is_simple(_load(flat, p, off27)):
-                    flat[p] &= _NOT_OBJ
-                    cand[ndel] = p
-                    ndel += 1
+            nborder, cand, ndel, dirty, ndirty = _delete(flat, border, nborder, dirs[d], off27,
+                                                         cand, dirty)
             if ndel == 0:
                 continue
             deleted_pass += ndel
-            # Freeze new isthmuses and extend the border list around the deleted points
-            # (each affected point once).
-            ndirty = 0
-            for k in range(ndel):
-                p = cand[k]
-                for i in range(27):
-                    q = p + off27[i]
-                    v = flat[q]
-                    if v & OBJ and not v & (CON | _DIRTY):
-                        flat[q] = v | _DIRTY
-                        if ndirty == dirty.size:
-                            dirty = _grown(dirty, ndirty)
-                        dirty[ndirty] = q
-                        ndirty += 1
-            for k in range(ndirty):
-                q = dirty[k]
-                v = flat[q] & _NOT_DIRTY
-                if is_isthmus(_load(flat, q, off27)):
-                    v |= CON
-                elif not v & _INL:
-                    v |= _INL
-                    if nborder == border.size:
-                        border = _grown(border, nborder)
-                    border[nborder] = q
-                    nborder += 1
-                flat[q] = v
-            # Compact: keep unfrozen object points.
-            m = 0
-            for k in range(nborder):
-                p = border[k]
-                v = flat[p]
-                if v & OBJ and not v & CON:
-                    border[m] = p
-                    m += 1
-                else:
-                    flat[p] = v & _NOT_INL
-            nborder = m
+            # Freeze new isthmuses and extend the border list around the deleted points.
+            flag = _flags_for(flag, ndirty)
+            _isthmus_flags(flat, dirty, ndirty, off27, flag)
+            border, nborder = _update(flat, dirty, ndirty, flag, border, nborder, cand, ndel)
         if deleted_pass == 0:
             break
     for p in range(flat.size):
