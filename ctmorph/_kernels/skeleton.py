@@ -54,20 +54,20 @@ _N18 = sum(1 << i for i in range(27)
 _FACES = sum(1 << i for i in (4, 10, 12, 14, 16, 22))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dilate26(m):
     m = m | ((m & _X_LO) << 1) | ((m & _X_HI) >> 1)
     m = m | ((m & _Y_LO) << 3) | ((m & _Y_HI) >> 3)
     return m | ((m & _Z_LO) << 9) | ((m & _Z_HI) >> 9)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dilate6(m):
     return (m | ((m & _X_LO) << 1) | ((m & _X_HI) >> 1) | ((m & _Y_LO) << 3)
             | ((m & _Y_HI) >> 3) | ((m & _Z_LO) << 9) | ((m & _Z_HI) >> 9))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def t26(nb):
     """0, 1 or 2 (meaning >= 2) 26-components of object in N26*(p)."""
     obj = nb & _N26
@@ -82,7 +82,7 @@ def t26(nb):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def t6bar(nb):
     """0, 1 or 2 (meaning >= 2) 6-components of background in N18(p) 6-adjacent to p."""
     bg = ~nb & _N18
@@ -98,7 +98,7 @@ def t6bar(nb):
     return 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _load(flat, p, off27):
     """The 27-bit neighbourhood mask of ``p`` (``OBJ`` bits), gathered row by row (three
     consecutive bytes each) without branches (``OBJ`` is bit 0)."""
@@ -110,17 +110,17 @@ def _load(flat, p, off27):
     return nb
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def is_simple(nb):
     return t26(nb) == 1 and t6bar(nb) == 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def is_isthmus(nb):
     return t26(nb) >= 2 or t6bar(nb) >= 2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grown(buf, n):
     """A copy of ``buf[:n]`` in a buffer of the same dtype with room for at least twice as
     many entries (and more than ``n``)."""
@@ -129,7 +129,7 @@ def _grown(buf, n):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _delete(flat, border, nborder, step, off27, cand, dirty):
     """One sub-iteration's deletions, in border-list order (see the notes in :func:`thin`).
 
@@ -176,7 +176,7 @@ def _delete(flat, border, nborder, step, off27, cand, dirty):
     return m, cand, ndel, dirty, ndirty
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _isthmus_flags(flat, dirty, ndirty, off27, flag):
     """``flag[k] = 1`` where ``dirty[k]`` is an object point and an isthmus, else 0. Reads
     the ``OBJ`` bits only: the entries are independent."""
@@ -185,7 +185,7 @@ def _isthmus_flags(flat, dirty, ndirty, off27, flag):
         flag[k] = 1 if flat[q] & OBJ and is_isthmus(_load(flat, q, off27)) else 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _flags_for(flag, n):
     """``flag`` if it holds ``n`` entries, else a fresh uint8 buffer that does (contents
     undefined: every entry used is written before it is read)."""
@@ -194,7 +194,7 @@ def _flags_for(flag, n):
     return np.empty(max(2 * flag.size, n, 64), np.uint8)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _update(flat, dirty, ndirty, flag, border, nborder, dels, ndel):
     """Clear ``_DIRTY`` and ``_DEL``; freeze the flagged isthmuses and append the other
     object points not yet in the border list to it, in ``dirty`` order. Returns the border
@@ -217,7 +217,7 @@ def _update(flat, dirty, ndirty, flag, border, nborder, dels, ndel):
     return border, nborder
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _first_border(flat, nz, ny, nx, off27, dirs, border):
     """Freeze the isthmuses among the unfrozen object points with a background face
     neighbour and list the others (``_INL``) in scan order. Returns the buffer and the count."""
@@ -246,7 +246,7 @@ def _first_border(flat, nz, ny, nx, off27, dirs, border):
     return border, nborder
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_first(flat, nz, ny, nx, dirs):
     """Number of unfrozen object points with a background face neighbour (the size of the
     first border list)."""
@@ -264,7 +264,7 @@ def _count_first(flat, nz, ny, nx, dirs):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def thin(img, border, cand, dirty, presize=True):
     """Thin ``img`` in place (C-contiguous uint8, padded as described in the module notes).
 
