@@ -3,7 +3,11 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_study.py [--scan sample_scans/sham_01] [--study]
-        [--write docs/performance.md]
+        [--write docs/performance.md] [--ref ../ctmorph-before --ref-label "v0.x"]
+
+``--ref`` times a checkout of an earlier version (``git worktree add ../ctmorph-before REV``)
+with the same children in the same run, each of its measurements right before the current
+one's, and adds before/after columns.
 
 Everything runs in fresh subprocesses after a warm-up that fills numba's cache (as after any
 first run), on the same machine in the same invocation, so the ratios compare like with like:
@@ -114,34 +118,66 @@ print(json.dumps({"parts": [
 """
 
 
-def _child(code: str, *args: str) -> dict:
+def _child(code: str, *args: str, tree: Path | None = None) -> dict:
+    """Run ``code`` in a fresh interpreter; with ``tree``, importing ctmorph from that checkout
+    (its folder is the working directory and first on the path)."""
+    env = None
+    if tree is not None:
+        env = dict(os.environ, PYTHONPATH=str(tree))
     res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                         check=False)
+                         check=False, cwd=tree, env=env)
     if res.returncode != 0:
         raise SystemExit(f"benchmark child failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _study(samples: Path) -> dict:
+def _study(samples: Path, tree: Path | None = None) -> dict:
+    env = None if tree is None else dict(os.environ, PYTHONPATH=str(tree))
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "ctmorph.cli", "analyze", str(samples),
                               "--groups", str(samples / "groups.csv"), "-o", out],
-                             capture_output=True, text=True, check=False)
+                             capture_output=True, text=True, check=False, cwd=tree, env=env)
         wall = time.perf_counter() - t
     if res.returncode != 0:
         raise SystemExit(f"ctmorph analyze failed:\n{res.stderr[-3000:]}")
     return {"wall": wall}
 
 
-def _row(name: str, wall: float, cpu: float, floor: float | None = None) -> str:
-    ratio = f" | {wall / floor:.1f}×" if floor else " |"
-    return f"| {name} | {wall:.2f} | {cpu:.2f} | {cpu / wall if wall > 0 else 0:.2f}{ratio}"
+def _row(name: str, wall: float, cpu: float, floor: float | None = None,
+         before: float | None = None) -> str:
+    cells = [name, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / wall if wall > 0 else 0:.2f}"]
+    if floor is not None:
+        cells.append(f"{wall / floor:.1f}×")
+    if before is not None:
+        cells += [f"{before:.2f}", f"{before / wall:.2f}×" if wall > 0 else "-"]
+    return "| " + " | ".join(cells) + " |"
 
 
-def report(scan: str, stages: dict, measures: dict, floor: dict, study: dict | None) -> str:
-    """The Markdown section of one run."""
+def _table(first: str, rows: list[dict], key: str, floor: float, total: tuple | None,
+           ref: list[dict] | None) -> list[str]:
+    head = f"| {first} | wall s | CPU s | cores busy | × floor |"
+    rule = "|---|---|---|---|---|"
+    if ref is not None:
+        head += " before: wall s | speed-up |"
+        rule += "---|---|"
+    old = {r[key]: r["wall"] for r in ref or []}
+    out = [head, rule]
+    for r in rows:
+        out.append(_row(r[key], r["wall"], r["cpu"], floor,
+                        old.get(r[key]) if ref is not None else None))
+    if total is not None:
+        name, wall, cpu, before = total
+        out.append(_row(name, wall, cpu, floor, before))
+    return out
+
+
+def report(scan: str, stages: dict, measures: dict, floor: dict, study: dict | None,
+           ref: dict | None = None) -> str:
+    """The Markdown section of one run (``ref``: the same children run on a reference
+    checkout, ``{"label", "stages", "measures", "study"}``, for before/after columns)."""
     f = floor["wall"]
+    rs = ref["stages"] if ref else None
     lines = [
         "<!-- bench_study:begin -->",
         "## Where a femur's time goes (benchmarks/bench_study.py)",
@@ -149,7 +185,8 @@ def report(scan: str, stages: dict, measures: dict, floor: dict, study: dict | N
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}. Scan `{scan}` "
         f"({' × '.join(map(str, floor['shape']))} voxels). Seconds of one run, warm numba "
-        "cache; cores busy = CPU / wall.",
+        "cache; cores busy = CPU / wall."
+        + (f" **Before** = {ref['label']}, run in the same invocation." if ref else ""),
         "",
         "**Floor** (the work no analysis of this scan can avoid):",
         "",
@@ -158,23 +195,25 @@ def report(scan: str, stages: dict, measures: dict, floor: dict, study: dict | N
         *(_row(p["part"], p["wall"], p["cpu"]) for p in floor["parts"]),
         _row("**floor**", floor["wall"], floor["cpu"]),
         "",
-        "**Stages** of `measure_scan` (with the renderings):",
+        "**Stages** of `measure_scan` (with the renderings; a stage's time is until the next "
+        "one starts, work running beside it in threads included):",
         "",
-        "| stage | wall s | CPU s | cores busy | × floor |",
-        "|---|---|---|---|---|",
-        *(_row(s["stage"], s["wall"], s["cpu"], f) for s in stages["stages"]),
-        _row("**one femur**", stages["wall"], stages["cpu"], f),
+        *_table("stage", stages["stages"], "stage", f,
+                ("**one femur**", stages["wall"], stages["cpu"], rs["wall"] if rs else None),
+                rs["stages"] if rs else None),
         "",
         f"**Measures**, each alone on the VOI slab ({' × '.join(map(str, measures['slab']))} "
         "voxels, read as one block):",
         "",
-        "| measure | wall s | CPU s | cores busy | × floor |",
-        "|---|---|---|---|---|",
-        *(_row(m["measure"], m["wall"], m["cpu"], f) for m in measures["measures"]),
+        *_table("measure", measures["measures"], "measure", f, None,
+                ref["measures"]["measures"] if ref else None),
     ]
     if study is not None:
+        before = (f" (before: {ref['study']['wall']:.0f} s, "
+                  f"{ref['study']['wall'] / study['wall']:.2f}×)"
+                  if ref and ref.get("study") else "")
         lines += ["", f"**Sample study** (9 femurs, `ctmorph analyze`, default `--jobs`): "
-                      f"{study['wall']:.0f} s wall."]
+                      f"{study['wall']:.0f} s wall{before}."]
     lines += ["<!-- bench_study:end -->", ""]
     return "\n".join(lines)
 
@@ -196,14 +235,33 @@ def main() -> None:
                     help="grey threshold (the sample study's pooled Otsu value)")
     ap.add_argument("--study", action="store_true", help="also time the 9-femur sample study")
     ap.add_argument("--write", type=Path, help="Markdown file to put the tables into")
+    ap.add_argument("--ref", type=Path,
+                    help="a checkout of an earlier version (e.g. a git worktree) to time in the "
+                         "same run, for before/after columns")
+    ap.add_argument("--ref-label", help="how the tables name the reference (default its path)")
     args = ap.parse_args()
     thr = str(args.threshold)
-    _child(STAGES_CHILD, args.scan, thr, "1")  # warm-up: numba's cache, the page cache
-    floor = _child(FLOOR_CHILD, args.scan, thr)
-    stages = _child(STAGES_CHILD, args.scan, thr, "1")
-    measures = _child(MEASURES_CHILD, args.scan, thr)
-    study = _study(Path(args.scan).parent) if args.study else None
-    text = report(args.scan, stages, measures, floor, study)
+    scan = str(Path(args.scan).resolve())
+    ref = None
+    if args.ref is not None:
+        tree = args.ref.resolve()
+        _child(STAGES_CHILD, scan, thr, "1", tree=tree)  # warm-up of the reference's cache
+        ref = {"label": args.ref_label or str(args.ref), "tree": tree}
+    _child(STAGES_CHILD, scan, thr, "1")  # warm-up: numba's cache, the page cache
+    floor = _child(FLOOR_CHILD, scan, thr)
+    if ref is not None:  # each measurement of the reference right before the current one's
+        ref["stages"] = _child(STAGES_CHILD, scan, thr, "1", tree=ref["tree"])
+    stages = _child(STAGES_CHILD, scan, thr, "1")
+    if ref is not None:
+        ref["measures"] = _child(MEASURES_CHILD, scan, thr, tree=ref["tree"])
+    measures = _child(MEASURES_CHILD, scan, thr)
+    study = None
+    if args.study:
+        samples = Path(scan).parent
+        if ref is not None:
+            ref["study"] = _study(samples, ref["tree"])
+        study = _study(samples)
+    text = report(args.scan, stages, measures, floor, study, ref)
     print(text)
     if args.write:
         _write(args.write, text)
